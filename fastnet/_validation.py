@@ -1,0 +1,82 @@
+"""Checks on user input, done before anything is changed.
+
+Every public entry point validates its arguments here first, so that a bad
+call raises a ``TypeError`` or ``ValueError`` naming what was expected and what
+was given, and leaves parameters and optimizer state exactly as they were.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def describe(x):
+    """A short description of an array for error messages."""
+    return f"array of dtype {x.dtype} and shape {x.shape}"
+
+
+def as_array(x, name):
+    """np.asarray(x), refusing things that are not numeric arrays."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise TypeError(f"{name} must be an array, got {type(x).__name__}: {exc}") from None
+    if arr.dtype.kind in "OSUV":
+        raise TypeError(f"{name} must be a numeric array, got {describe(arr)}")
+    return arr
+
+
+def check_finite(arr, name):
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or inf; expected finite values")
+
+
+def as_float_batch(x, n_features, dtype, name="x", cast=True):
+    """Validate a (batch, features) input and return it C-contiguous in ``dtype``.
+
+    Floating inputs of another precision are cast when ``cast`` is true (the
+    network API, documented there) and refused otherwise (the layer API).
+    """
+    arr = as_array(x, name)
+    if arr.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got {describe(arr)}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (batch, features), got {describe(arr)}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape}); expected at least 1 row")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name} has {arr.shape[1]} features per row, expected {n_features}")
+    if arr.dtype != dtype and not cast:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but the layer computes in {np.dtype(dtype)}; "
+            f"cast it explicitly, e.g. {name}.astype(np.{np.dtype(dtype)})"
+        )
+    check_finite(arr, name)
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def positive_int(value, name):
+    """value as an int, refusing bools, non-integers and values < 1."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def real_number(value, name, low=None, high=None, low_open=False, high_open=False):
+    """value as a finite float within [low, high] (ends open when asked)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    bad = not np.isfinite(value)
+    if low is not None:
+        bad |= value <= low if low_open else value < low
+    if high is not None:
+        bad |= value >= high if high_open else value > high
+    if bad:
+        lo = "-inf" if low is None else repr(float(low))
+        hi = "inf" if high is None else repr(float(high))
+        interval = ("(" if low_open else "[") + f"{lo}, {hi}" + (")" if high_open else "]")
+        raise ValueError(f"{name} must be finite and in {interval}, got {value!r}")
+    return value

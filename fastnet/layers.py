@@ -1,0 +1,229 @@
+"""The dense (fully-connected) layer."""
+
+import numbers
+
+import numpy as np
+
+from fastnet._validation import as_float_batch, describe, positive_int
+from fastnet.activations import get_activation, kernel_code
+from fastnet.backend import kernels_for, resolve_backend
+from fastnet.init import WeightInit, get_init
+from fastnet.kernels import ACTIVATION_CODES
+
+_IDENTITY = ACTIVATION_CODES["identity"]
+
+
+def float_dtype(dtype):
+    """np.dtype(dtype) when it is float32 or float64; a ValueError otherwise."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+class DenseLayer:
+    """A fully-connected layer: ``a = x @ w + b``, ``y = f(a)``.
+
+    Parameters
+    ----------
+    activation : Activation, str or object with ``f`` and ``df``
+        The activation, e.g. ``ReLU()`` or ``"relu"``.
+    input_size_info : int, layer or None
+        The number of inputs, or the previous layer (anything with
+        ``neurons_num``).  ``None`` leaves the layer unbuilt until a
+        ``NeuralNetwork`` gives it the previous layer's size.
+    init_func : callable or str
+        A ``WeightInit`` function (default ``xavier_init_gauss``) or its name.
+    neurons_num : int
+        The number of neurons (outputs).
+    dtype : float32 (default) or float64
+        The precision of the parameters and of every computation.
+    rng : None, int or numpy.random.Generator
+        The source of the initial weights; a seed makes them reproducible.
+    backend : None, "auto", "numpy" or "numba"
+        Which kernels compute; None is ``fastnet.get_default_backend()``.
+
+    Attributes
+    ----------
+    w : (n_inputs, neurons_num) array;  b : (1, neurons_num) array.
+    x, a, y : the last forward pass's input, pre-activation and output.
+    dw, db, dx : the gradients from the last ``backward_pass``.
+
+    Notes
+    -----
+    ``dy`` given to ``backward_pass`` holds, row by row, the gradient of each
+    sample's loss with respect to that sample's output.  The loss of the
+    batch is the mean of the per-sample losses, so ``dw = x.T @ dz / B`` and
+    ``db = mean(dz, axis=0)`` with ``dz = dy * f'(a)``: the gradients of the
+    batch loss.  ``dx = dz @ w.T`` is per sample again, ready to be the ``dy``
+    of the layer below.
+
+    ``a``, ``y``, ``dx``, ``dw`` and ``db`` are buffers the layer owns and
+    reuses while the batch size stays the same: a later pass overwrites them,
+    so copy what you want to keep.  ``x`` is kept by reference.
+    ``forward_pass`` and ``backward_pass`` refuse arrays of another float
+    dtype rather than cast them (``NeuralNetwork`` casts, see there).
+    """
+
+    def __init__(
+        self,
+        activation,
+        input_size_info=None,
+        init_func=WeightInit.xavier_init_gauss,
+        neurons_num=100,
+        *,
+        dtype=np.float32,
+        rng=None,
+        backend=None,
+    ):
+        self.activation = get_activation(activation)
+        self.neurons_num = positive_int(neurons_num, "neurons_num")
+        self.init_func = get_init(init_func)
+        self.dtype = float_dtype(dtype)
+        self.rng = np.random.default_rng(rng)
+        self.backend = backend
+        self.n_inputs = None
+        self.w = self.b = None
+        self._clear_caches()
+        if input_size_info is not None:
+            self.build(input_size_info)
+
+    # -- construction -------------------------------------------------------
+    @property
+    def backend(self):
+        """The concrete backend computing this layer (``"numpy"`` or ``"numba"``)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name):
+        self._backend = resolve_backend(name)
+        self._k = kernels_for(self._backend)
+
+    @property
+    def built(self):
+        return self.w is not None
+
+    def build(self, input_size_info):
+        """Set the number of inputs (an int or the previous layer) and initialise
+        the parameters with ``init_func``."""
+        if isinstance(input_size_info, numbers.Integral) and not isinstance(input_size_info, bool):
+            n_inputs = positive_int(input_size_info, "input_size_info")
+        elif hasattr(input_size_info, "neurons_num"):
+            n_inputs = positive_int(input_size_info.neurons_num, "input_size_info.neurons_num")
+        else:
+            raise TypeError(
+                "input_size_info must be a positive int or a layer with neurons_num, "
+                f"got {input_size_info!r}"
+            )
+        self.n_inputs = n_inputs
+        self.init_func(self)
+        expected = {"w": (n_inputs, self.neurons_num), "b": (1, self.neurons_num)}
+        for name, shape in expected.items():
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != self.dtype:
+                got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
+                raise ValueError(
+                    f"init_func must set {name} to a {self.dtype} array of shape {shape}, got {got}"
+                )
+        self.w = np.ascontiguousarray(self.w)
+        self.b = np.ascontiguousarray(self.b)
+        self._clear_caches()
+        return self
+
+    def _clear_caches(self):
+        self.x = self.a = self.y = None
+        self.dz = self.dw = self.db = self.dx = None
+        self._dx_buf = None
+        self._batch = None
+
+    def _buffers(self, batch):
+        """(Re)allocate the per-batch workspaces when the batch size changes."""
+        if self._batch != batch:
+            shape = (batch, self.neurons_num)
+            self.a = np.empty(shape, self.dtype)
+            self.y = np.empty(shape, self.dtype)
+            self.dz = np.empty(shape, self.dtype)
+            self._dx_buf = None  # allocated by the first backward pass that needs dx
+            self._batch = batch
+        if self.dw is None:
+            self.dw = np.empty_like(self.w)
+            self.db = np.empty_like(self.b)
+
+    # -- passes ---------------------------------------------------------------
+    def forward_pass(self, x):
+        """Compute ``y = f(x @ w + b)`` for a (batch, n_inputs) array; returns ``y``."""
+        self._require_built()
+        x = as_float_batch(x, self.n_inputs, self.dtype, name="x", cast=False)
+        return self._forward(x)
+
+    def backward_pass(self, dy, compute_dx=True):
+        """Backpropagate the per-sample loss gradient ``dy`` (batch, neurons_num).
+
+        Sets ``dw``, ``db`` (averaged over the batch) and, when ``compute_dx``,
+        ``dx`` (per sample), which it returns; the first layer of a network
+        skips ``dx``, a third of the backward arithmetic.
+        """
+        if self.x is None:
+            raise ValueError("backward_pass called before forward_pass: there is no cached input")
+        dy = as_float_batch(dy, self.neurons_num, self.dtype, name="dy", cast=False)
+        if dy.shape[0] != self.x.shape[0]:
+            raise ValueError(
+                f"dy has {dy.shape[0]} rows but the last forward pass had {self.x.shape[0]}"
+            )
+        return self._backward(dy, compute_dx)
+
+    def _forward(self, x):
+        """Forward on validated input (C-contiguous, right shape and dtype)."""
+        self._buffers(x.shape[0])
+        self.x = x
+        code = kernel_code(self.activation)
+        if code is not None:
+            return self._k.dense_forward(x, self.w, self.b, code, self.activation.alpha,
+                                         self.a, self.y)
+        # A user-defined activation object: the kernels do the affine part.
+        self._k.dense_forward(x, self.w, self.b, _IDENTITY, 0.0, self.a, self.a)
+        self.y[...] = self.activation.f(self.a)
+        return self.y
+
+    def _backward(self, dy, compute_dx=True):
+        """Backward on validated input; requires a forward pass on this batch."""
+        self._buffers(dy.shape[0])
+        code = kernel_code(self.activation)
+        if code is None:  # user-defined activation: chain its derivative in here
+            dy = np.ascontiguousarray(dy * self.activation.df(self.a), dtype=self.dtype)
+            code, alpha = _IDENTITY, 0.0
+        else:
+            alpha = self.activation.alpha
+        self._k.dense_backward(self.x, self.a, self.y, dy, code, alpha,
+                               self.dz, self.dw, self.db)
+        if not compute_dx:
+            self.dx = None
+            return None
+        if self._dx_buf is None:
+            self._dx_buf = np.empty((dy.shape[0], self.n_inputs), self.dtype)
+        self.dx = self._dx_buf
+        return self._k.input_grad(self.dz, self.w, self.dx)
+
+    def _require_built(self):
+        if not self.built:
+            raise ValueError(
+                "the layer has no input size yet: pass input_size_info or put it in a NeuralNetwork"
+            )
+
+    # -- parameters -------------------------------------------------------------
+    def parameters(self):
+        """The parameter arrays ``[w, b]`` (updated in place by optimizers)."""
+        return [self.w, self.b]
+
+    def gradients(self):
+        """The gradient arrays ``[dw, db]`` of the last backward pass."""
+        return [self.dw, self.db]
+
+    def __repr__(self):
+        return (
+            f"DenseLayer({self.activation!r}, {self.n_inputs}, neurons_num={self.neurons_num}, "
+            f"dtype={self.dtype.name}, backend={self.backend!r})"
+        )

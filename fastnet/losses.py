@@ -1,0 +1,196 @@
+"""Losses: ``value(y_pred, y_true)`` is the mean over the batch of a per-sample
+loss, ``grad(y_pred, y_true)`` its per-sample gradient with respect to
+``y_pred`` (not divided by the batch size: the layers average their parameter
+gradients over the batch).
+
+The cross-entropies take logits, i.e. the output layer's activation must be the
+identity.  That is what makes their gradients the simple ``softmax(z) - t`` and
+``sigmoid(z) - t``: the softmax or sigmoid is fused into the loss, computed
+stably, instead of being an activation whose derivative would be chained in.
+"""
+
+import numpy as np
+
+from fastnet._validation import as_array, check_finite, describe
+from fastnet.kernels import ACTIVATION_CODES, LOSS_CODES
+from fastnet.kernels import _numpy as _ref
+
+
+class Loss:
+    """Base of the losses; ``name`` selects the kernel."""
+
+    name = None
+    #: True when the loss takes logits (the output activation must be identity).
+    takes_logits = False
+    #: True when ``accuracy`` and ``predict_proba`` mean something.
+    is_classifier = False
+
+    @property
+    def code(self):
+        return LOSS_CODES[self.name]
+
+    def value(self, y_pred, y_true):
+        """Mean over the batch of the per-sample loss, as a Python float."""
+        z, t = self._pair(y_pred, y_true)
+        return float(_ref.loss_value(self.code, z, t))
+
+    def grad(self, y_pred, y_true):
+        """Per-sample gradient of the loss with respect to ``y_pred``, shape (B, C)."""
+        z, t = self._pair(y_pred, y_true)
+        return _ref.loss_grad(self.code, z, t, np.empty_like(z))
+
+    def _pair(self, y_pred, y_true):
+        z = as_array(y_pred, "y_pred")
+        if z.dtype.kind != "f" or z.ndim != 2:
+            raise TypeError(f"y_pred must be a 2-D float array (batch, outputs), got {describe(z)}")
+        check_finite(z, "y_pred")
+        z = np.ascontiguousarray(z)
+        return z, self.prepare_targets(y_true, z.shape[0], z.shape[1], z.dtype)
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+        """Validate targets for ``n_samples`` rows of ``n_outputs`` outputs and
+        return them as a C-contiguous (n_samples, n_outputs) array of ``dtype``."""
+        raise NotImplementedError
+
+    def _float_targets(self, y, n_samples, n_outputs, dtype, allow_labels):
+        arr = as_array(y, "y")
+        kinds = "fiub" if allow_labels else "f"
+        if arr.dtype.kind not in kinds:
+            what = "float or integer 0/1" if allow_labels else "floating-point"
+            raise TypeError(f"{self.name} targets must be {what}, got {describe(arr)}")
+        if arr.ndim == 1 and n_outputs == 1:
+            arr = arr.reshape(-1, 1)
+        _check_shape(arr, n_samples, n_outputs)
+        check_finite(arr, "y")
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+    def predict(self, out):
+        """Predictions from network outputs: the outputs themselves by default."""
+        return out
+
+    def accuracy(self, out, t):
+        """Fraction of correct predictions, or None for a regression loss."""
+        return None
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _check_shape(arr, n_samples, n_outputs):
+    if arr.shape != (n_samples, n_outputs):
+        raise ValueError(
+            f"targets must have shape ({n_samples}, {n_outputs}) to match the output, "
+            f"got {describe(arr)}"
+        )
+
+
+class MeanSquaredError(Loss):
+    """Per sample: the mean over the outputs of (y_pred - y_true)^2.
+
+    Targets are floats of shape (B, C), or (B,) when C = 1.
+    """
+
+    name = "mse"
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+        return self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=False)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax fused with the cross-entropy, on logits: per sample
+    logsumexp(z) - z . t, computed stably for large |z|.
+
+    Targets are integer class labels of shape (B,) in [0, C), or one-hot rows
+    (or probability distributions) of shape (B, C).
+    """
+
+    name = "softmax_xent"
+    takes_logits = True
+    is_classifier = True
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+        arr = as_array(y, "y")
+        if arr.ndim == 1:
+            if arr.dtype.kind not in "iu":
+                raise TypeError(f"class labels must be integers, got {describe(arr)}")
+            if arr.shape[0] != n_samples:
+                raise ValueError(f"expected {n_samples} labels to match the batch, got {arr.shape[0]}")
+            if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
+                raise ValueError(
+                    f"class labels must be in [0, {n_outputs}), got values from "
+                    f"{arr.min()} to {arr.max()}"
+                )
+            t = np.zeros((n_samples, n_outputs), dtype=dtype)
+            t[np.arange(n_samples), arr] = 1
+            return t
+        if arr.dtype.kind not in "fiu":
+            raise TypeError(f"one-hot targets must be numeric, got {describe(arr)}")
+        _check_shape(arr, n_samples, n_outputs)
+        check_finite(arr, "y")
+        if (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1, atol=1e-3):
+            raise ValueError("one-hot targets must be non-negative rows that sum to 1")
+        return np.ascontiguousarray(arr, dtype=dtype)
+
+    def predict(self, out):
+        return out.argmax(axis=1)
+
+    def predict_proba(self, out):
+        return _ref.softmax(out, np.empty_like(out))
+
+    def accuracy(self, out, t):
+        return float(np.mean(out.argmax(axis=1) == t.argmax(axis=1)))
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid fused with the binary cross-entropy, on logits: per sample the
+    mean over the outputs of log(1 + e^z) - t z, computed stably.
+
+    Targets are 0/1 labels (bool, int or float) or probabilities in [0, 1], of
+    shape (B, C), or (B,) when C = 1.
+    """
+
+    name = "bce_logits"
+    takes_logits = True
+    is_classifier = True
+
+    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+        t = self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=True)
+        if (t < 0).any() or (t > 1).any():
+            raise ValueError("binary targets must lie in [0, 1]")
+        return t
+
+    def predict(self, out):
+        labels = (out > 0).astype(np.int64)
+        return labels[:, 0] if labels.shape[1] == 1 else labels
+
+    def predict_proba(self, out):
+        return _ref.activation_forward(ACTIVATION_CODES["sigmoid"], 0.0, out, np.empty_like(out))
+
+    def accuracy(self, out, t):
+        return float(np.mean((out > 0) == (t >= 0.5)))
+
+
+_BY_NAME = {cls.name: cls for cls in (MeanSquaredError, SoftmaxCrossEntropy, BinaryCrossEntropy)}
+_ALIASES = {
+    "mean_squared_error": "mse",
+    "cross_entropy": "softmax_xent",
+    "softmax_cross_entropy": "softmax_xent",
+    "binary_cross_entropy": "bce_logits",
+    "bce": "bce_logits",
+}
+
+
+def get_loss(spec):
+    """A loss object from an object or a name (``"mse"``, ``"softmax_xent"``, ``"bce_logits"``)."""
+    if isinstance(spec, Loss):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, Loss):
+        return spec()
+    if isinstance(spec, str):
+        key = _ALIASES.get(spec.lower(), spec.lower())
+        if key in _BY_NAME:
+            return _BY_NAME[key]()
+    raise ValueError(
+        f"unknown loss {spec!r}; expected a Loss object or one of "
+        f"{sorted(_BY_NAME) + sorted(_ALIASES)}"
+    )

@@ -1,0 +1,340 @@
+"""NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from fastnet._validation import as_float_batch, positive_int
+from fastnet.activations import Identity
+from fastnet.backend import kernels_for, resolve_backend
+from fastnet.layers import DenseLayer
+from fastnet.losses import get_loss
+from fastnet.optimizers import SGD, Optimizer
+
+MODES = ("sgd", "gd")
+_PREDICT_CHUNK = 1024
+
+
+class NeuralNetwork:
+    """A stack of dense layers trained by SGD (minibatches) or full gradient descent.
+
+    Parameters
+    ----------
+    layers : sequence of DenseLayer
+        The first must know its input size; a later layer built without
+        ``input_size_info`` takes the previous layer's ``neurons_num``.
+    loss : Loss or str
+        ``MeanSquaredError``, ``SoftmaxCrossEntropy`` or ``BinaryCrossEntropy``
+        (or their names).  The cross-entropies take logits: the last layer's
+        activation must then be the identity.
+    optimizer : Optimizer, default ``SGD(0.01)``
+    backend : None, "auto", "numpy" or "numba"
+        Applied to every layer; None is ``fastnet.get_default_backend()``.
+
+    Notes
+    -----
+    The public methods validate their arguments before changing anything: a
+    bad call raises ``TypeError`` or ``ValueError`` and leaves the parameters
+    and the optimizer state as they were.  Floating-point inputs of the other
+    precision are cast to the network's dtype (a copy); integer, bool,
+    complex and other non-float inputs are refused.
+    """
+
+    def __init__(self, layers, loss, optimizer=None, backend=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("a NeuralNetwork needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, DenseLayer):
+                raise TypeError(f"layers[{i}] must be a DenseLayer, got {layer!r}")
+        if not layers[0].built:
+            raise ValueError("the first layer needs its input size: DenseLayer(..., input_size_info=n)")
+        for i in range(1, len(layers)):
+            prev, layer = layers[i - 1], layers[i]
+            if not layer.built:
+                layer.build(prev)
+            elif layer.n_inputs != prev.neurons_num:
+                raise ValueError(
+                    f"layers[{i}] takes {layer.n_inputs} inputs but layers[{i - 1}] "
+                    f"has {prev.neurons_num} neurons"
+                )
+        dtypes = {layer.dtype for layer in layers}
+        if len(dtypes) != 1:
+            raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
+        self.layers = layers
+        self.loss = get_loss(loss)
+        if self.loss.takes_logits and not isinstance(layers[-1].activation, Identity):
+            # softmax(z) - t is the gradient with respect to the logits z; chaining
+            # another activation's derivative on top would be wrong.
+            raise ValueError(
+                f"{type(self.loss).__name__} takes logits: the last layer's activation must be "
+                f"'identity', got {layers[-1].activation!r}"
+            )
+        optimizer = SGD(0.01) if optimizer is None else optimizer
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be an Optimizer such as SGD(0.01), got {optimizer!r}")
+        self.optimizer = optimizer
+        self.backend = backend
+        self._dout = None
+        self._gd_acc = None
+
+    # -- properties ----------------------------------------------------------------
+    @property
+    def backend(self):
+        """The concrete backend of every layer (``"numpy"`` or ``"numba"``)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, name):
+        concrete = resolve_backend(name)
+        for layer in self.layers:
+            layer.backend = concrete
+        self._backend = concrete
+        self._k = kernels_for(concrete)
+
+    @property
+    def dtype(self):
+        return self.layers[0].dtype
+
+    @property
+    def n_inputs(self):
+        return self.layers[0].n_inputs
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].neurons_num
+
+    def parameters(self):
+        """All parameter arrays, in order ``[w0, b0, w1, b1, ...]``."""
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def gradients(self):
+        """All gradient arrays of the last backward pass, in parameter order."""
+        return [g for layer in self.layers for g in layer.gradients()]
+
+    # -- validation ------------------------------------------------------------------
+    def _check_x(self, x, name="X"):
+        return as_float_batch(x, self.n_inputs, self.dtype, name=name, cast=True)
+
+    def _check_xy(self, x, y):
+        x = self._check_x(x)
+        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype)
+
+    # -- passes -----------------------------------------------------------------------
+    def forward(self, x):
+        """Forward pass of a (batch, n_inputs) array; returns the output buffer
+        of the last layer (overwritten by the next pass: copy it to keep it)."""
+        return self._forward(self._check_x(x, "x"))
+
+    def backward(self, dout):
+        """Backward pass of the per-sample loss gradient ``dout`` (batch, n_outputs)
+        through every layer, after ``forward``; sets each layer's ``dw``, ``db``
+        and (all but the first layer) ``dx``."""
+        last = self.layers[-1]
+        if last.x is None:
+            raise ValueError("backward called before forward: there is no cached input")
+        dout = as_float_batch(dout, self.n_outputs, self.dtype, name="dout", cast=True)
+        if dout.shape[0] != last.x.shape[0]:
+            raise ValueError(f"dout has {dout.shape[0]} rows but the last forward had {last.x.shape[0]}")
+        self._backward(dout)
+
+    def _forward(self, x):
+        for layer in self.layers:
+            x = layer._forward(x)
+        return x
+
+    def _backward(self, dout):
+        for i in range(len(self.layers) - 1, -1, -1):
+            dout = self.layers[i]._backward(dout, compute_dx=i > 0)
+
+    def _forward_backward(self, x, t):
+        """Forward, loss and backward on validated data; returns the loss (a float)."""
+        out = self._forward(x)
+        if self._dout is None or self._dout.shape != out.shape:
+            self._dout = np.empty_like(out)
+        loss = float(self._k.loss_value(self.loss.code, out, t))
+        self._k.loss_grad(self.loss.code, out, t, self._dout)
+        self._backward(self._dout)
+        return loss
+
+    # -- training -----------------------------------------------------------------------
+    def train_step(self, x, y):
+        """One forward, backward and optimizer update on one batch; returns the
+        batch's loss before the update."""
+        x, t = self._check_xy(x, y)
+        loss = self._forward_backward(x, t)
+        _check_loss(loss, "in train_step")
+        self.optimizer.step(self._k, self.parameters(), self.gradients())
+        return loss
+
+    def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
+            validation_data=None, progress=True, rng=None):
+        """Train on ``X``, ``y`` and return the history.
+
+        Parameters
+        ----------
+        X : (n_samples, n_inputs) float array;  y : targets for the loss.
+        epochs, batch_size : positive ints.
+        mode : "sgd" updates after every minibatch of ``batch_size``; "gd" is
+            full gradient descent: the epoch's gradient is accumulated over
+            chunks of ``batch_size`` as a running mean weighted by chunk size
+            (no list of gradients is kept), then applied in one update, the
+            same update as one step on the whole data set.
+        shuffle : reshuffle the samples every epoch (with ``rng``).
+        validation_data : optional ``(X_val, y_val)`` evaluated after every epoch.
+        progress : show a tqdm progress bar; nothing is printed when False.
+        rng : None, int or Generator for the shuffling.
+
+        Returns
+        -------
+        dict of lists, one entry per epoch: ``loss`` (the mean of the batch
+        losses, each measured before its update), ``accuracy`` for the
+        classification losses, and ``val_loss``/``val_accuracy`` when
+        ``validation_data`` is given.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss becomes NaN or inf; the message names the epoch and
+            step, and the update of that step is not applied.
+        """
+        epochs = positive_int(epochs, "epochs")
+        batch_size = positive_int(batch_size, "batch_size")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        X, T = self._check_xy(X, y)
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a pair (X_val, y_val)")
+            val = self._check_xy(*validation_data)
+        rng = np.random.default_rng(rng)
+        n = X.shape[0]
+        starts = range(0, n, batch_size)
+        history = {"loss": []}
+        if self.loss.is_classifier:
+            history["accuracy"] = []
+        if validation_data is not None:
+            history["val_loss"] = []
+            if self.loss.is_classifier:
+                history["val_accuracy"] = []
+
+        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch",
+                   desc="fit", leave=False)
+        with bar:
+            for epoch in range(1, epochs + 1):
+                order = rng.permutation(n) if shuffle else None
+                run = self._epoch_sgd if mode == "sgd" else self._epoch_gd
+                loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
+                history["loss"].append(loss)
+                if self.loss.is_classifier:
+                    history["accuracy"].append(acc)
+                if validation_data is not None:
+                    scores = self._evaluate(*val)
+                    history["val_loss"].append(scores["loss"])
+                    if self.loss.is_classifier:
+                        history["val_accuracy"].append(scores["accuracy"])
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
+        return history
+
+    def _batches(self, X, T, order, starts, batch_size):
+        for step, s in enumerate(starts, start=1):
+            if order is None:
+                yield step, X[s:s + batch_size], T[s:s + batch_size]
+            else:
+                idx = order[s:s + batch_size]
+                yield step, X[idx], T[idx]
+
+    def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
+        total_loss = total_acc = 0.0
+        for step, xb, tb in self._batches(X, T, order, starts, batch_size):
+            loss = self._forward_backward(xb, tb)
+            _check_loss(loss, f"at epoch {epoch}, step {step}")
+            total_acc += self._batch_accuracy(tb)
+            self.optimizer.step(self._k, self.parameters(), self.gradients())
+            total_loss += loss * xb.shape[0]
+            bar.update()
+        return total_loss / X.shape[0], total_acc / X.shape[0]
+
+    def _epoch_gd(self, X, T, order, starts, batch_size, epoch, bar):
+        params = self.parameters()
+        if self._gd_acc is None or any(a.shape != p.shape for a, p in zip(self._gd_acc, params, strict=True)):
+            self._gd_acc = [np.empty_like(p) for p in params]
+        acc_grads = self._gd_acc
+        total_loss = total_acc = 0.0
+        seen = 0
+        for step, xb, tb in self._batches(X, T, order, starts, batch_size):
+            loss = self._forward_backward(xb, tb)
+            _check_loss(loss, f"at epoch {epoch}, step {step}")
+            total_acc += self._batch_accuracy(tb)
+            m = xb.shape[0]
+            frac = m / (seen + m)  # weight by chunk size: a short last chunk counts right
+            for a, g in zip(acc_grads, self.gradients(), strict=True):
+                self._k.running_mean(a, g, frac)
+            seen += m
+            total_loss += loss * m
+            bar.update()
+        self.optimizer.step(self._k, params, acc_grads)
+        return total_loss / X.shape[0], total_acc / X.shape[0]
+
+    def _batch_accuracy(self, tb):
+        """Number of correct predictions in the last forward pass's batch (0 for regression)."""
+        if not self.loss.is_classifier:
+            return 0.0
+        return self.loss.accuracy(self.layers[-1].y, tb) * tb.shape[0]
+
+    # -- inference ----------------------------------------------------------------------
+    def _outputs(self, X):
+        """Network outputs for validated X, computed in chunks, as a new array."""
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        for s in range(0, X.shape[0], _PREDICT_CHUNK):
+            out[s:s + _PREDICT_CHUNK] = self._forward(X[s:s + _PREDICT_CHUNK])
+        return out
+
+    def predict(self, X):
+        """Predictions: class labels for the classification losses (shape
+        (n,) for softmax, (n, C) or (n,) for binary), outputs for regression."""
+        return self.loss.predict(self._outputs(self._check_x(X)))
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax or sigmoid of the logits), shape (n, C)."""
+        if not self.loss.is_classifier:
+            raise TypeError(f"predict_proba needs a classification loss, not {self.loss!r}")
+        return self.loss.predict_proba(self._outputs(self._check_x(X)))
+
+    def evaluate(self, X, y):
+        """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict."""
+        return self._evaluate(*self._check_xy(X, y))
+
+    def _evaluate(self, X, T):
+        out = self._outputs(X)
+        scores = {"loss": float(self._k.loss_value(self.loss.code, out, T))}
+        if self.loss.is_classifier:
+            scores["accuracy"] = self.loss.accuracy(out, T)
+        return scores
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, path):
+        """Write the network to ``path`` (``.npz`` is appended if missing); see
+        ``fastnet.serialization``.  Returns the path written."""
+        from fastnet.serialization import save_network
+
+        return save_network(self, path)
+
+    @classmethod
+    def load(cls, path, backend=None):
+        """Read a network written by ``save``; refuses pickled or malformed files."""
+        from fastnet.serialization import load_network
+
+        return load_network(path, backend=backend)
+
+    def __repr__(self):
+        sizes = "-".join(str(s) for s in [self.n_inputs] + [la.neurons_num for la in self.layers])
+        return (f"NeuralNetwork({sizes}, loss={self.loss!r}, optimizer={self.optimizer!r}, "
+                f"dtype={self.dtype.name}, backend={self.backend!r})")
+
+
+def _check_loss(loss, where):
+    if not np.isfinite(loss):
+        raise FloatingPointError(
+            f"training diverged: the loss is {loss} {where}; that step's update was not "
+            "applied. Try a smaller learning rate or check the data."
+        )

@@ -1,0 +1,260 @@
+"""The reference kernels: plain NumPy, complete and obviously correct.
+
+Every compiled kernel of fastnet is checked against these functions.  The
+contract they all follow:
+
+* positional arguments only; arrays are C-contiguous and share one float dtype
+  (float32 or float64) per call; scalars are Python numbers;
+* results are written into arrays passed in (``out`` buffers owned by the
+  caller) and those arrays are returned;
+* no validation: the caller (``fastnet``) has checked shapes, dtypes and
+  values before the call;
+* activations and losses are selected by the integer ``kind`` codes of
+  ``fastnet.kernels.ACTIVATIONS`` and ``fastnet.kernels.LOSSES``.
+
+Shapes: ``B`` is the batch size, ``n_in`` the number of inputs of a layer,
+``n_out`` its number of neurons, ``C`` the number of outputs of a network.
+"""
+
+import numpy as np
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(8)
+MSE, SOFTMAX_XENT, BCE_LOGITS = range(3)
+
+# GELU, tanh form: 0.5 a (1 + tanh(c (a + k a^3))).  Beyond |a| = 10 the tanh
+# is exactly +-1 in float32 and float64, so the cubic is evaluated on a clipped
+# copy of ``a``: identical results, and no overflow for huge pre-activations.
+_GELU_C = float(np.sqrt(2.0 / np.pi))
+_GELU_K = 0.044715
+_GELU_CLIP = 10.0
+
+
+def _stable_sigmoid(a, out):
+    """out = 1 / (1 + exp(-a)) without overflow: exp is only taken of -|a|."""
+    e = np.exp(-np.abs(a))
+    out[...] = np.where(a >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return out
+
+
+def _gelu_tanh(a):
+    ac = np.clip(a, -_GELU_CLIP, _GELU_CLIP)
+    return ac, np.tanh(_GELU_C * (ac + _GELU_K * ac * ac * ac))
+
+
+def activation_forward(kind, alpha, a, y):
+    """Apply activation ``kind`` elementwise: ``y = f(a)``.
+
+    a, y : arrays of one shape and dtype.  Reads ``a``, overwrites ``y``
+    (``y`` may be ``a``).  ``alpha`` is the slope of leaky_relu and the scale
+    of elu; other activations ignore it.  Returns ``y``.
+    """
+    if kind == IDENTITY:
+        y[...] = a
+    elif kind == SIGMOID:
+        _stable_sigmoid(a, y)
+    elif kind == TANH:
+        np.tanh(a, out=y)
+    elif kind == RELU:
+        np.maximum(a, 0, out=y)
+    elif kind == LEAKY_RELU:
+        y[...] = np.where(a > 0, a, alpha * a)
+    elif kind == ELU:
+        y[...] = np.where(a > 0, a, alpha * np.expm1(np.minimum(a, 0)))
+    elif kind == SOFTPLUS:
+        # log(1 + e^a) = max(a, 0) + log1p(e^-|a|): no overflow for large |a|.
+        y[...] = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
+    elif kind == GELU:
+        _, t = _gelu_tanh(a)
+        y[...] = 0.5 * a * (1 + t)
+    else:
+        raise ValueError(f"unknown activation code {kind}")
+    return y
+
+
+def activation_derivative(kind, alpha, a, out):
+    """Derivative of activation ``kind`` with respect to its input: ``out = f'(a)``.
+
+    a, out : arrays of one shape and dtype.  Reads ``a``, overwrites ``out``.
+    At a = 0 relu and leaky_relu take the derivative of the left side.
+    Returns ``out``.
+    """
+    if kind == IDENTITY:
+        out[...] = 1
+    elif kind == SIGMOID:
+        _stable_sigmoid(a, out)
+        out *= 1 - out
+    elif kind == TANH:
+        t = np.tanh(a)
+        out[...] = 1 - t * t
+    elif kind == RELU:
+        out[...] = a > 0
+    elif kind == LEAKY_RELU:
+        out[...] = np.where(a > 0, 1, alpha)
+    elif kind == ELU:
+        out[...] = np.where(a > 0, 1, alpha * np.exp(np.minimum(a, 0)))
+    elif kind == SOFTPLUS:
+        _stable_sigmoid(a, out)
+    elif kind == GELU:
+        ac, t = _gelu_tanh(a)
+        inner = _GELU_C * (1 + 3 * _GELU_K * ac * ac)
+        out[...] = 0.5 * (1 + t) + 0.5 * ac * (1 - t * t) * inner
+    else:
+        raise ValueError(f"unknown activation code {kind}")
+    return out
+
+
+def activation_grad(kind, alpha, a, y, dy, dz):
+    """Chain rule through the activation: ``dz = dy * f'(a)``.
+
+    a, y, dy, dz : (B, n) arrays of one dtype, ``y = f(a)`` as computed by
+    ``activation_forward``.  Sigmoid and tanh read their derivative from ``y``
+    (s' = s (1 - s), tanh' = 1 - tanh^2); the others from ``a``.  Overwrites
+    ``dz`` (which may be ``dy``).  Returns ``dz``.
+    """
+    if kind == SIGMOID:
+        dz[...] = dy * y * (1 - y)
+    elif kind == TANH:
+        dz[...] = dy * (1 - y * y)
+    else:
+        d = activation_derivative(kind, alpha, a, np.empty_like(a))
+        dz[...] = dy * d
+    return dz
+
+
+def dense_forward(x, w, b, kind, alpha, a, y):
+    """Forward pass of a dense layer: ``a = x @ w + b``, ``y = f(a)``.
+
+    x : (B, n_in), w : (n_in, n_out), b : (1, n_out), a, y : (B, n_out).
+    Reads x, w, b; overwrites a and y.  Returns ``y``.
+    """
+    np.matmul(x, w, out=a)
+    a += b
+    return activation_forward(kind, alpha, a, y)
+
+
+def dense_backward(x, a, y, dy, kind, alpha, dz, dw, db):
+    """Parameter gradients of a dense layer, averaged over the batch.
+
+    x : (B, n_in) the layer's input, a, y : (B, n_out) from ``dense_forward``,
+    dy : (B, n_out) per-sample gradient of the loss with respect to y.
+    Overwrites dz (B, n_out) with ``dy * f'(a)``, dw (n_in, n_out) with
+    ``x.T @ dz / B`` and db (1, n_out) with the column mean of dz.  The input
+    gradient is a separate kernel, ``input_grad``, because the first layer of
+    a network does not need it.  Returns ``dw``.
+    """
+    activation_grad(kind, alpha, a, y, dy, dz)
+    n = x.shape[0]
+    np.matmul(x.T, dz, out=dw)
+    dw /= n
+    np.sum(dz, axis=0, keepdims=True, out=db)
+    db /= n
+    return dw
+
+
+def input_grad(dz, w, dx):
+    """Gradient with respect to a dense layer's input: ``dx = dz @ w.T``.
+
+    dz : (B, n_out), w : (n_in, n_out), dx : (B, n_in), overwritten.  Per
+    sample, not averaged.  Returns ``dx``.
+    """
+    np.matmul(dz, w.T, out=dx)
+    return dx
+
+
+def softmax(z, out):
+    """Row-wise softmax of logits z (B, C) into out (B, C); stable for large |z|."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    out[...] = e / e.sum(axis=1, keepdims=True)
+    return out
+
+
+def loss_value(kind, z, t):
+    """Mean over the batch of the per-sample loss; returns a scalar of z's dtype.
+
+    z : (B, C) network outputs (logits for the cross-entropies), t : (B, C)
+    targets of the same dtype.  Per-sample losses:
+
+    * mse: mean over the C outputs of (z - t)^2;
+    * softmax_xent: logsumexp(z) - z . t (t one-hot or a distribution);
+    * bce_logits: mean over the C outputs of log(1 + e^z) - t z.
+    """
+    if kind == MSE:
+        return np.mean((z - t) ** 2)
+    if kind == SOFTMAX_XENT:
+        m = z.max(axis=1, keepdims=True)
+        lse = m[:, 0] + np.log(np.exp(z - m).sum(axis=1))
+        return np.mean(lse - (z * t).sum(axis=1))
+    if kind == BCE_LOGITS:
+        softplus = np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+        return np.mean(softplus - t * z)
+    raise ValueError(f"unknown loss code {kind}")
+
+
+def loss_grad(kind, z, t, out):
+    """Per-sample gradient of the loss of ``loss_value`` with respect to z.
+
+    z, t, out : (B, C) of one dtype; overwrites ``out``.  Not divided by B:
+    the layers average their parameter gradients over the batch.  The
+    cross-entropies take logits, which is why their gradients are the simple
+    ``softmax(z) - t`` and ``(sigmoid(z) - t) / C``: the output layer's
+    activation must be the identity for these to be right.  Returns ``out``.
+    """
+    c = z.shape[1]
+    if kind == MSE:
+        out[...] = 2 * (z - t) / c
+    elif kind == SOFTMAX_XENT:
+        softmax(z, out)
+        out -= t
+    elif kind == BCE_LOGITS:
+        _stable_sigmoid(z, out)
+        out -= t
+        out /= c
+    else:
+        raise ValueError(f"unknown loss code {kind}")
+    return out
+
+
+def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
+    """One SGD update of parameter p in place, with optional momentum.
+
+    d = g + weight_decay * p;  v = momentum * v + d;
+    p -= lr * (d + momentum * v if nesterov else v)   (v = d when momentum = 0).
+    p, g : arrays of one shape and dtype; v : the velocity, same shape, updated
+    in place (not read when momentum is 0, and may then be empty).  Returns p.
+    """
+    d = g + weight_decay * p
+    if momentum != 0:
+        v *= momentum
+        v += d
+        d = d + momentum * v if nesterov else v
+    p -= lr * d
+    return p
+
+
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
+    """One Adam update of parameter p in place (Kingma and Ba, 2015).
+
+    d = g + weight_decay * p;  m = b1 m + (1 - b1) d;  v = b2 v + (1 - b2) d^2;
+    p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps).
+    p, g, m, v : arrays of one shape and dtype; m, v updated in place; t >= 1
+    is the step number.  Returns p.
+    """
+    d = g + weight_decay * p
+    m *= beta1
+    m += (1 - beta1) * d
+    v *= beta2
+    v += (1 - beta2) * d * d
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    return p
+
+
+def running_mean(acc, g, frac):
+    """Fold g into a running mean: ``acc += frac * (g - acc)``.
+
+    With ``frac = n / (n_seen + n)`` for a chunk of n samples, acc stays the
+    mean over all samples seen, whatever the chunk sizes.  Returns acc.
+    """
+    acc += frac * (g - acc)
+    return acc
