@@ -30,6 +30,7 @@ from fastnet.layers import DenseLayer
 from fastnet.losses import BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy
 from fastnet.network import NeuralNetwork
 from fastnet.optimizers import SGD, Adam, Optimizer
+from fastnet.runtime import get_num_threads, set_num_threads, warmup
 from fastnet.serialization import ModelFileError
 
 __version__ = "0.1.0"
@@ -58,6 +59,9 @@ __all__ = [
     "available_backends",
     "get_activation",
     "get_default_backend",
+    "get_num_threads",
     "resolve_backend",
     "set_default_backend",
+    "set_num_threads",
+    "warmup",
 ]

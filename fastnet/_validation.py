@@ -31,6 +31,24 @@ def check_finite(arr, name):
         raise ValueError(f"{name} contains NaN or inf; expected finite values")
 
 
+def cast_finite(arr, dtype, name):
+    """arr C-contiguous in ``dtype``, refusing NaN or inf before and after the cast.
+
+    Casting float64 to float32 turns values beyond float32's range into inf,
+    so finiteness is checked again on the cast copy (numpy's overflow warning
+    is silenced: the ValueError says it better).
+    """
+    check_finite(arr, name)
+    with np.errstate(over="ignore"):
+        out = np.ascontiguousarray(arr, dtype=dtype)
+    if out.dtype != arr.dtype and not np.isfinite(out).all():
+        raise ValueError(
+            f"{name} has values beyond the range of {out.dtype} (largest magnitude "
+            f"{float(np.abs(arr).max())!r}); they overflow to inf when cast from {arr.dtype}"
+        )
+    return out
+
+
 def as_float_batch(x, n_features, dtype, name="x", cast=True):
     """Validate a (batch, features) input and return it C-contiguous in ``dtype``.
 
@@ -51,8 +69,7 @@ def as_float_batch(x, n_features, dtype, name="x", cast=True):
             f"{name} has dtype {arr.dtype} but the layer computes in {np.dtype(dtype)}; "
             f"cast it explicitly, e.g. {name}.astype(np.{np.dtype(dtype)})"
         )
-    check_finite(arr, name)
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return cast_finite(arr, dtype, name)
 
 
 def positive_int(value, name):

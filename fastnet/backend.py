@@ -1,22 +1,45 @@
 """The backend switch: which kernel module computes a layer's arithmetic.
 
-``"numpy"`` is the reference (``fastnet.kernels._numpy``).  ``"numba"`` is the
-JIT path, which does not exist yet in this version; asking for it raises a
-clear error.  ``"auto"`` picks the fastest backend available.  ``None``
-wherever a backend is accepted means the process-wide default, which starts as
+``"numpy"`` is the reference (``fastnet.kernels._numpy``); ``"numba"`` the JIT
+path (``fastnet.kernels._numba``), available when numba imports; ``"auto"``
+takes numba when it is available and NumPy otherwise.  ``None`` wherever a
+backend is accepted means the process-wide default, which starts as
 ``"auto"`` and is changed with :func:`set_default_backend`.
+
+numba is imported here and nowhere else, lazily: the first time a backend
+other than ``"numpy"`` is resolved.
 """
 
 import importlib
 
 BACKENDS = ("auto", "numpy", "numba")
+INSTALL_HINT = "pip install numba  (or: pip install 'fastnet-dense[jit]')"
 
 _default = "auto"
+_numba_error = None  # why the numba backend could not be imported, once tried
+_numba_checked = False
 
 
 def _check_name(name):
     if not isinstance(name, str) or name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+
+
+def _numba_available():
+    global _numba_checked, _numba_error
+    if not _numba_checked:
+        try:
+            importlib.import_module("fastnet.kernels._numba")
+        except ImportError as exc:
+            _numba_error = exc
+        _numba_checked = True
+    return _numba_error is None
+
+
+def _forget_numba():
+    """Forget the cached numba import result (for tests that hide numba)."""
+    global _numba_checked, _numba_error
+    _numba_checked, _numba_error = False, None
 
 
 def set_default_backend(name):
@@ -34,24 +57,25 @@ def get_default_backend():
 
 def available_backends():
     """Names of the concrete backends that can run here, fastest last."""
-    return ("numpy",)
+    return ("numpy", "numba") if _numba_available() else ("numpy",)
 
 
 def resolve_backend(name):
     """Turn a backend request into a concrete backend name (``"numpy"`` or ``"numba"``).
 
     ``None`` means the process-wide default and ``"auto"`` the fastest
-    available backend.
+    available backend.  An explicit ``"numba"`` without numba raises an
+    ``ImportError`` that says how to install it.
     """
     if name is None:
         name = _default
     _check_name(name)
     if name == "auto":
         return available_backends()[-1]
-    if name not in available_backends():
-        raise ValueError(
-            f"backend {name!r} is not available in this version of fastnet; "
-            f"available: {available_backends()}"
+    if name == "numba" and not _numba_available():
+        raise ImportError(
+            f"the 'numba' backend needs numba, which could not be imported ({_numba_error}); "
+            f"install it with: {INSTALL_HINT}"
         )
     return name
 

@@ -15,11 +15,14 @@ _IDENTITY = ACTIVATION_CODES["identity"]
 
 def float_dtype(dtype):
     """np.dtype(dtype) when it is float32 or float64; a ValueError otherwise."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        dt = None
-    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+    dt = None
+    if dtype is not None:  # np.dtype(None) would be float64
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            pass
+    # dt is None first: a dtype compares equal to None (as float64).
+    if dt is None or dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
 

@@ -11,7 +11,7 @@ stably, instead of being an activation whose derivative would be chained in.
 
 import numpy as np
 
-from fastnet._validation import as_array, check_finite, describe
+from fastnet._validation import as_array, cast_finite, check_finite, describe
 from fastnet.kernels import ACTIVATION_CODES, LOSS_CODES
 from fastnet.kernels import _numpy as _ref
 
@@ -61,8 +61,7 @@ class Loss:
         if arr.ndim == 1 and n_outputs == 1:
             arr = arr.reshape(-1, 1)
         _check_shape(arr, n_samples, n_outputs)
-        check_finite(arr, "y")
-        return np.ascontiguousarray(arr, dtype=dtype)
+        return cast_finite(arr, dtype, "y")
 
     def predict(self, out):
         """Predictions from network outputs: the outputs themselves by default."""
@@ -127,8 +126,14 @@ class SoftmaxCrossEntropy(Loss):
             raise TypeError(f"one-hot targets must be numeric, got {describe(arr)}")
         _check_shape(arr, n_samples, n_outputs)
         check_finite(arr, "y")
-        if (arr < 0).any() or not np.allclose(arr.sum(axis=1), 1, atol=1e-3):
-            raise ValueError("one-hot targets must be non-negative rows that sum to 1")
+        sums = arr.sum(axis=1)
+        bad = (arr < 0).any(axis=1) | ~np.isclose(sums, 1, atol=1e-3)
+        if bad.any():
+            i = int(np.argmax(bad))
+            raise ValueError(
+                "one-hot targets must be non-negative rows that sum to 1, got row "
+                f"{i} with sum {float(sums[i])!r} and minimum {float(arr[i].min())!r}"
+            )
         return np.ascontiguousarray(arr, dtype=dtype)
 
     def predict(self, out):
@@ -156,7 +161,7 @@ class BinaryCrossEntropy(Loss):
     def prepare_targets(self, y, n_samples, n_outputs, dtype):
         t = self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=True)
         if (t < 0).any() or (t > 1).any():
-            raise ValueError("binary targets must lie in [0, 1]")
+            raise ValueError(f"binary targets must lie in [0, 1], got values from {t.min()} to {t.max()}")
         return t
 
     def predict(self, out):

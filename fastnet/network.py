@@ -204,8 +204,14 @@ class NeuralNetwork:
         X, T = self._check_xy(X, y)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a pair (X_val, y_val)")
-            val = self._check_xy(*validation_data)
+                got = type(validation_data).__name__
+                if isinstance(validation_data, (tuple, list)):
+                    got += f" of length {len(validation_data)}"
+                raise TypeError(f"validation_data must be a pair (X_val, y_val), got a {got}")
+            try:
+                val = self._check_xy(*validation_data)
+            except (TypeError, ValueError) as exc:  # say which X and y were wrong
+                raise type(exc)(f"validation_data: {exc}") from None
         rng = np.random.default_rng(rng)
         n = X.shape[0]
         starts = range(0, n, batch_size)
@@ -259,6 +265,8 @@ class NeuralNetwork:
         if self._gd_acc is None or any(a.shape != p.shape for a, p in zip(self._gd_acc, params, strict=True)):
             self._gd_acc = [np.empty_like(p) for p in params]
         acc_grads = self._gd_acc
+        for a in acc_grads:
+            a.fill(0)  # the first chunk has frac = 1, but 0 * garbage may be NaN
         total_loss = total_acc = 0.0
         seen = 0
         for step, xb, tb in self._batches(X, T, order, starts, batch_size):

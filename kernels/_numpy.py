@@ -21,9 +21,13 @@ import numpy as np
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(8)
 MSE, SOFTMAX_XENT, BCE_LOGITS = range(3)
 
-# GELU, tanh form: 0.5 a (1 + tanh(c (a + k a^3))).  Beyond |a| = 10 the tanh
-# is exactly +-1 in float32 and float64, so the cubic is evaluated on a clipped
-# copy of ``a``: identical results, and no overflow for huge pre-activations.
+# GELU, tanh form: 0.5 a (1 + tanh(u)), u = c (a + k a^3).  Computed as
+# a * sigmoid(2u), the same function (0.5 (1 + tanh(u)) = sigmoid(2u)), because
+# 1 + tanh(u) cancels catastrophically for negative u while the stable sigmoid
+# does not; likewise f' = s + a * 2 u'(a) * s * (1 - s), with s = sigmoid(2u) and
+# 1 - s = sigmoid(-2u) each computed without cancellation.  Beyond |a| = 10,
+# sigmoid(2u) is 0 or 1 to float64 precision, so the cubic is evaluated on a
+# clipped copy of ``a``: the same results, and no overflow for huge inputs.
 _GELU_C = float(np.sqrt(2.0 / np.pi))
 _GELU_K = 0.044715
 _GELU_CLIP = 10.0
@@ -36,9 +40,11 @@ def _stable_sigmoid(a, out):
     return out
 
 
-def _gelu_tanh(a):
+def _gelu_parts(a):
+    """(clipped a, sigmoid(2u), sigmoid(-2u)) for GELU."""
     ac = np.clip(a, -_GELU_CLIP, _GELU_CLIP)
-    return ac, np.tanh(_GELU_C * (ac + _GELU_K * ac * ac * ac))
+    u2 = 2 * _GELU_C * (ac + _GELU_K * ac * ac * ac)
+    return ac, _stable_sigmoid(u2, np.empty_like(a)), _stable_sigmoid(-u2, np.empty_like(a))
 
 
 def activation_forward(kind, alpha, a, y):
@@ -64,8 +70,8 @@ def activation_forward(kind, alpha, a, y):
         # log(1 + e^a) = max(a, 0) + log1p(e^-|a|): no overflow for large |a|.
         y[...] = np.maximum(a, 0) + np.log1p(np.exp(-np.abs(a)))
     elif kind == GELU:
-        _, t = _gelu_tanh(a)
-        y[...] = 0.5 * a * (1 + t)
+        ac, s, _ = _gelu_parts(a)
+        y[...] = np.where(a >= 0, a, ac) * s  # ac: a * s is 0 below -10, not a * 1e-38
     else:
         raise ValueError(f"unknown activation code {kind}")
     return y
@@ -95,9 +101,8 @@ def activation_derivative(kind, alpha, a, out):
     elif kind == SOFTPLUS:
         _stable_sigmoid(a, out)
     elif kind == GELU:
-        ac, t = _gelu_tanh(a)
-        inner = _GELU_C * (1 + 3 * _GELU_K * ac * ac)
-        out[...] = 0.5 * (1 + t) + 0.5 * ac * (1 - t * t) * inner
+        ac, s, sm = _gelu_parts(a)
+        out[...] = s + ac * (s * sm) * (2 * _GELU_C * (1 + 3 * _GELU_K * ac * ac))
     else:
         raise ValueError(f"unknown activation code {kind}")
     return out

@@ -1,0 +1,118 @@
+"""JIT path against the NumPy reference and against bare BLAS, side by side.
+
+    python benchmarks/jit_vs_numpy.py [--quick] [--out results.json]
+
+For each shape and batch size, in one process, alternating, medians after
+warm-up (``fastnet._timing.compare``):
+
+* ``numpy``, ``numba``: one forward and one backward pass of a dense layer
+  (with dx), or one ``train_step`` of the MLP, on that backend;
+* ``blas``: the same-shaped matrix products alone, into preallocated buffers
+  (x @ w, x.T @ dz, dz @ w.T per layer; the MLP's first layer has no dz @ w.T).
+
+Printed ratios: ``roofline = blas / numba`` (1.0 is the GEMM limit at large
+batch) and ``speedup = numpy / numba``.
+"""
+
+import argparse
+import json
+import platform
+
+import numpy as np
+from threadpoolctl import threadpool_info
+
+import fastnet as fn
+from fastnet._timing import compare
+
+BATCHES = [2**k for k in range(13)]  # 1 ... 4096
+
+
+def layer_case(n_in, n_out, batch, backend, rng):
+    layer = fn.DenseLayer("relu", n_in, neurons_num=n_out, rng=0, backend=backend)
+    x = rng.normal(size=(batch, n_in)).astype(np.float32)
+    dy = rng.normal(size=(batch, n_out)).astype(np.float32)
+
+    def step():
+        layer._forward(x)
+        layer._backward(dy, True)
+
+    return step
+
+
+def blas_case(sizes, batch, rng, first_dx=True):
+    """The bare matrix products of fwd+bwd through layers of ``sizes``."""
+    mats = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        x = rng.normal(size=(batch, n_in)).astype(np.float32)
+        w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+        a = np.empty((batch, n_out), np.float32)
+        dw = np.empty_like(w)
+        dx = np.empty_like(x) if (i > 0 or first_dx) else None
+        mats.append((x, w, a, dw, dx))
+
+    def step():
+        for x, w, a, dw, dx in mats:
+            np.matmul(x, w, out=a)
+            np.matmul(x.T, a, out=dw)
+            if dx is not None:
+                np.matmul(a, w.T, out=dx)
+
+    return step
+
+
+def mlp_case(sizes, batch, backend, rng):
+    layers = [fn.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
+    layers += [fn.DenseLayer("relu", neurons_num=n, rng=i) for i, n in enumerate(sizes[2:-1])]
+    layers.append(fn.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
+    net = fn.NeuralNetwork(layers, fn.SoftmaxCrossEntropy(), fn.SGD(1e-4), backend=backend)
+    x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
+    y = rng.integers(0, sizes[-1], size=batch)
+    return lambda: net.train_step(x, y)
+
+
+def run(quick=False):
+    rng = np.random.default_rng(0)
+    batches = [1, 4, 16, 64, 256, 1024] if quick else BATCHES
+    cases = [("dense 512x512 relu", [512, 512]), ("dense 1024x1024 relu", [1024, 1024]),
+             ("mlp 784-256-256-10", [784, 256, 256, 10])]
+    rows = []
+    for title, sizes in cases:
+        print(f"\n{title}\n{'B':>5} {'numpy us':>10} {'numba us':>10} {'blas us':>10} "
+              f"{'speedup':>8} {'roofline':>8}")
+        for batch in batches:
+            if len(sizes) == 2:
+                cands = {b: layer_case(*sizes, batch, b, rng) for b in ("numpy", "numba")}
+                cands["blas"] = blas_case(sizes, batch, rng)
+            else:
+                cands = {b: mlp_case(sizes, batch, b, rng) for b in ("numpy", "numba")}
+                cands["blas"] = blas_case(sizes, batch, rng, first_dx=False)
+            res = compare(cands, repeats=5 if quick else 9, target_seconds=0.01 if quick else 0.02)
+            med = {k: v["median"] for k, v in res.items()}
+            row = {"case": title, "batch": batch, **{f"{k}_s": v for k, v in med.items()},
+                   "speedup": med["numpy"] / med["numba"], "roofline": med["blas"] / med["numba"]}
+            rows.append(row)
+            print(f"{batch:5d} {med['numpy'] * 1e6:10.1f} {med['numba'] * 1e6:10.1f} "
+                  f"{med['blas'] * 1e6:10.1f} {row['speedup']:8.2f} {row['roofline']:8.2f}")
+    return rows
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    fn.warmup()
+    env = {"python": platform.python_version(), "numpy": np.__version__,
+           "cpu": platform.processor() or platform.machine(), "threadpools": threadpool_info()}
+    print(json.dumps({k: v for k, v in env.items() if k != "threadpools"}))
+    for pool in env["threadpools"]:
+        print(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
+              f"{pool['num_threads']} threads")
+    rows = run(args.quick)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"env": env, "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,292 @@
+"""The JIT path agrees with the NumPy reference: kernel by kernel and over training.
+
+Tolerances, from the arithmetic.  The two paths sum in different orders (BLAS
+blocks, compiled loops) and use different libm implementations, so they are
+compared with
+
+    |jit - ref| <= RTOL * |ref| + ATOL * S
+
+where S is the magnitude of the values: for a matrix product the same product
+on absolute values (the sum of |terms|, which bounds the rounding error of
+any summation order as (a small multiple of) n * eps * S, typically sqrt(n) *
+eps * S), and for elementwise results the largest |ref| of the array.
+float32: RTOL = 1e-5 (~84 ulp, several ulp per libm call) and ATOL = 1e-6
+(~8 eps of S).  float64: 1e-12 for both (still thousands of ulp at 2.2e-16).
+"""
+
+import inspect
+import math
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import fastnet as fn
+from fastnet import backend as fb
+from fastnet.kernels import ACTIVATIONS, LOSSES
+from fastnet.kernels import _numpy as R
+
+pytest.importorskip("numba")
+from fastnet.kernels import _numba as J  # noqa: E402
+
+TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
+SMALL = J.SMALL_BATCH
+ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
+
+
+def assert_agree(got, ref, dtype, scale=None, what=""):
+    rtol, atol = TOL[dtype]
+    assert got.dtype == ref.dtype == np.dtype(dtype), what
+    if scale is None:
+        scale = np.max(np.abs(ref)) if ref.size else 0.0
+    err = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    bound = rtol * np.abs(ref.astype(np.float64)) + atol * np.asarray(scale, dtype=np.float64)
+    worst = np.argmax(err - bound) if err.size else 0
+    assert np.all(err <= bound), (
+        f"{what}: max excess at {np.unravel_index(worst, err.shape)}: "
+        f"err {err.flat[worst]:.3g} > bound {bound.flat[worst] if bound.ndim else bound:.3g}"
+    )
+
+
+def _kernels(module):
+    """The public kernel functions defined in ``module`` (compiled or not)."""
+    return {
+        name: getattr(obj, "py_func", obj) for name, obj in vars(module).items()
+        if not name.startswith("_") and callable(obj)
+        and getattr(getattr(obj, "py_func", obj), "__module__", None) == module.__name__
+    }
+
+
+def test_same_names_and_signatures():
+    ref, jit = _kernels(R), _kernels(J)
+    assert len(ref) >= 12
+    assert set(ref) == set(jit)
+    for name, func in ref.items():
+        assert inspect.signature(jit[name]) == inspect.signature(func), name
+
+
+def _dense_case(rng, batch, n_in, n_out, dtype, scale_x=1.0):
+    x = (rng.normal(size=(batch, n_in)) * scale_x).astype(dtype)
+    w = (rng.normal(size=(n_in, n_out)) / math.sqrt(n_in)).astype(dtype)
+    b = rng.normal(size=(1, n_out)).astype(dtype)
+    dy = rng.normal(size=(batch, n_out)).astype(dtype)
+    return x, w, b, dy
+
+
+def check_dense(x, w, b, dy, name, dtype):
+    """Forward and backward of both kernel modules on the same inputs, stage by stage."""
+    kind, alpha = ACTIVATIONS.index(name), ALPHA.get(name, 0.0)
+    batch, n_out = x.shape[0], w.shape[1]
+    new = lambda *shape: np.full(shape, np.nan, dtype)  # noqa: E731 - unwritten entries show up
+    a_r, y_r, a_j, y_j = (new(batch, n_out) for _ in range(4))
+    R.dense_forward(x, w, b, kind, alpha, a_r, y_r)
+    J.dense_forward(x, w, b, kind, alpha, a_j, y_j)
+    assert_agree(a_j, a_r, dtype, np.abs(x) @ np.abs(w) + np.abs(b), f"{name} a")
+    # y from the same a on both sides, so only the activation itself is compared
+    assert_agree(y_j, R.activation_forward(kind, alpha, a_j, new(batch, n_out)), dtype,
+                 what=f"{name} y")
+
+    dz_r, dz_j = new(batch, n_out), new(batch, n_out)
+    dw_r, dw_j = new(*w.shape), new(*w.shape)
+    db_r, db_j = new(*b.shape), new(*b.shape)
+    dx_r, dx_j = new(*x.shape), new(*x.shape)
+    R.dense_backward(x, a_j, y_j, dy, kind, alpha, dz_r, dw_r, db_r)
+    J.dense_backward(x, a_j, y_j, dy, kind, alpha, dz_j, dw_j, db_j)
+    assert_agree(dz_j, dz_r, dtype, what=f"{name} dz")
+    # dz itself is only known to ATOL * max|dz| (above); that carries into dw and db
+    abs_dz = np.abs(dz_r) + np.abs(dz_r).max()
+    assert_agree(dw_j, dw_r, dtype, np.abs(x).T @ abs_dz / batch, f"{name} dw")
+    assert_agree(db_j, db_r, dtype, abs_dz.mean(axis=0, keepdims=True), f"{name} db")
+    R.input_grad(dz_r, w, dx_r)
+    J.input_grad(dz_r, w, dx_j)
+    assert_agree(dx_j, dx_r, dtype, abs_dz @ np.abs(w).T, f"{name} dx")
+
+
+DTYPES = [np.float32, np.float64]
+# B on both sides of the small-batch threshold; odd widths
+BATCHES = [1, 2, SMALL - 1, SMALL, SMALL + 1, 64]
+WIDTHS = [(1, 1), (3, 17), (17, 3), (257, 17), (17, 257)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("batch", BATCHES)
+def test_dense_agrees(dtype, name, batch):
+    rng = np.random.default_rng(batch)
+    for n_in, n_out in WIDTHS:
+        check_dense(*_dense_case(rng, batch, n_in, n_out, dtype), name, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+@pytest.mark.parametrize("batch", [1, SMALL + 3])
+def test_dense_agrees_on_huge_and_tiny_preactivations(dtype, name, batch):
+    rng = np.random.default_rng(7)
+    for scale_x in (1e4, 1e-20):
+        check_dense(*_dense_case(rng, batch, 5, 4, dtype, scale_x), name, dtype)
+
+
+EXTREMES = [-1e30, -1e4, -100.0, -30.0, -1.0, -1e-20, 0.0, 1e-20, 1.0, 30.0, 100.0, 1e4, 1e30]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_kernels_agree_on_extremes(dtype, name):
+    kind, alpha = ACTIVATIONS.index(name), ALPHA.get(name, 0.0)
+    a = np.array([EXTREMES, np.linspace(-8, 8, len(EXTREMES))], dtype=dtype)
+    dy = np.ones_like(a)
+    for fname in ("activation_forward", "activation_derivative"):
+        got = getattr(J, fname)(kind, alpha, a, np.empty_like(a))
+        ref = getattr(R, fname)(kind, alpha, a, np.empty_like(a))
+        assert np.all(np.isfinite(got)), fname
+        assert_agree(got, ref, dtype, what=f"{name} {fname}")
+    y = R.activation_forward(kind, alpha, a, np.empty_like(a))
+    assert_agree(J.activation_grad(kind, alpha, a, y, dy, np.empty_like(a)),
+                 R.activation_grad(kind, alpha, a, y, dy, np.empty_like(a)), dtype,
+                 what=f"{name} activation_grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("batch", [1, 5, 64])
+def test_loss_kernels_agree(dtype, loss, batch):
+    rng = np.random.default_rng(batch)
+    kind = LOSSES.index(loss)
+    for scale in (1.0, 1e3):
+        z = (rng.normal(size=(batch, 7)) * scale).astype(dtype)
+        t = np.zeros_like(z)
+        t[np.arange(batch), rng.integers(0, 7, batch)] = 1
+        v_r, v_j = R.loss_value(kind, z, t), J.loss_value(kind, z, t)
+        # the loss is a reduction of B*C terms; compare it to the sum of their sizes
+        rtol, atol = TOL[dtype]
+        assert abs(float(v_j) - float(v_r)) <= rtol * abs(float(v_r)) + atol * (
+            np.abs(z).mean() + abs(float(v_r)))
+        assert_agree(J.loss_grad(kind, z, t, np.empty_like(z)),
+                     R.loss_grad(kind, z, t, np.empty_like(z)), dtype, what=f"{loss} grad")
+    assert_agree(J.softmax(z, np.empty_like(z)), R.softmax(z, np.empty_like(z)), dtype, what="softmax")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_optimizer_kernels_agree(dtype):
+    rng = np.random.default_rng(3)
+    shape = (13, 7)
+    for momentum, nesterov, wd in ((0.0, False, 0.0), (0.9, False, 0.01), (0.9, True, 0.0)):
+        p = rng.normal(size=shape).astype(dtype)
+        v = rng.normal(size=shape).astype(dtype) if momentum else np.zeros((0, 0), dtype)
+        g = rng.normal(size=shape).astype(dtype)
+        p_r, v_r, p_j, v_j = p.copy(), v.copy(), p.copy(), v.copy()
+        R.sgd_step(p_r, g, v_r, 0.1, momentum, wd, nesterov)
+        J.sgd_step(p_j, g, v_j, 0.1, momentum, wd, nesterov)
+        assert_agree(p_j, p_r, dtype, what="sgd p")
+        assert_agree(v_j, v_r, dtype, what="sgd v")
+    p, g = rng.normal(size=shape).astype(dtype), rng.normal(size=shape).astype(dtype)
+    m, v = rng.normal(size=shape).astype(dtype), rng.random(shape).astype(dtype)
+    state_r = [p.copy(), m.copy(), v.copy()]
+    state_j = [p.copy(), m.copy(), v.copy()]
+    for t in (1, 2, 3):
+        R.adam_step(state_r[0], g, state_r[1], state_r[2], 0.01, 0.9, 0.999, 1e-8, 0.01, t)
+        J.adam_step(state_j[0], g, state_j[1], state_j[2], 0.01, 0.9, 0.999, 1e-8, 0.01, t)
+    for got, ref in zip(state_j, state_r, strict=True):
+        assert_agree(got, ref, dtype, what="adam")
+    acc_r = rng.normal(size=shape).astype(dtype)
+    acc_j = acc_r.copy()
+    R.running_mean(acc_r, g, 0.3)
+    J.running_mean(acc_j, g, 0.3)
+    assert_agree(acc_j, acc_r, dtype, what="running_mean")
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 3 * SMALL), n_in=st.integers(1, 40), n_out=st.integers(1, 40),
+       dtype=st.sampled_from(DTYPES), name=st.sampled_from(ACTIVATIONS),
+       scale=st.sampled_from([1e-3, 1.0, 30.0]), seed=st.integers(0, 2**16))
+def test_dense_agrees_hypothesis(batch, n_in, n_out, dtype, name, scale, seed):
+    rng = np.random.default_rng(seed)
+    check_dense(*_dense_case(rng, batch, n_in, n_out, dtype, scale), name, dtype)
+
+
+# -- through the layer and network API -------------------------------------------------
+def _net(backend, dtype, optimizer, loss="softmax_xent", acts=("tanh", "relu")):
+    layers = [fn.DenseLayer(acts[0], 11, neurons_num=9, dtype=dtype, rng=1)]
+    layers += [fn.DenseLayer(a, neurons_num=8, dtype=dtype, rng=2 + i) for i, a in enumerate(acts[1:])]
+    layers.append(fn.DenseLayer("identity", neurons_num=4, dtype=dtype, rng=9))
+    return fn.NeuralNetwork(layers, loss, optimizer, backend=backend)
+
+
+@pytest.mark.parametrize("order", ["F", "noncontiguous"])
+@pytest.mark.parametrize("batch", [1, SMALL + 5])
+def test_fortran_and_noncontiguous_inputs(order, batch):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch, 11)).astype(np.float32)
+    odd = np.asfortranarray(x) if order == "F" else np.repeat(x, 2, axis=1)[:, ::2]
+    assert not odd.flags.c_contiguous or (order == "F" and batch == 1)  # one row is both
+    ref = _net("numpy", np.float32, fn.SGD(0.1)).forward(x).copy()
+    jit = _net("numba", np.float32, fn.SGD(0.1))
+    assert np.array_equal(jit.forward(odd), jit.forward(x))
+    assert_agree(jit.forward(odd).copy(), ref, np.float32, what="forward")
+
+
+# Training: differences of one step (bounded above) are carried into the next.
+# With small learning rates the maps are close to contractions, so after N
+# steps the gap stays within about N times the per-step bound: 50 steps of
+# float32 -> 50 * 1e-5 relative; float64 -> 50 * 1e-12.
+TRAIN_TOL = {np.float32: 5e-4, np.float64: 5e-11}
+
+
+def _train_pair(dtype, make_opt, run):
+    nets = {b: _net(b, dtype, make_opt(), acts=("tanh", "gelu")) for b in ("numpy", "numba")}
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(70, 11)).astype(dtype)
+    y = rng.integers(0, 4, size=70)
+    losses = {b: run(net, X, y) for b, net in nets.items()}
+    return nets, losses
+
+
+def _compare_training(nets, losses, dtype):
+    tol = TRAIN_TOL[dtype]
+    np.testing.assert_allclose(losses["numba"], losses["numpy"], rtol=tol, atol=tol)
+    for p_j, p_r in zip(nets["numba"].parameters(), nets["numpy"].parameters(), strict=True):
+        assert p_j.dtype == p_r.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(p_j, p_r, rtol=tol, atol=tol * np.abs(p_r).max())
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fifty_sgd_steps_agree(dtype):
+    def run(net, X, y):
+        return [net.train_step(X[(7 * s) % 63:(7 * s) % 63 + 1 + s % 7], y[(7 * s) % 63:(7 * s) % 63 + 1 + s % 7])
+                for s in range(50)]
+    _compare_training(*_train_pair(dtype, lambda: fn.SGD(0.05, momentum=0.9, nesterov=True), run), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_full_batch_gd_agrees(dtype):
+    def run(net, X, y):
+        return net.fit(X, y, epochs=5, batch_size=SMALL + 4, mode="gd", progress=False, rng=0)["loss"]
+    _compare_training(*_train_pair(dtype, lambda: fn.SGD(0.2), run), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adam_training_agrees(dtype):
+    def run(net, X, y):
+        return net.fit(X, y, epochs=3, batch_size=8, progress=False, rng=0)["loss"]
+    _compare_training(*_train_pair(dtype, lambda: fn.Adam(0.003), run), dtype)
+
+
+# -- numba missing ------------------------------------------------------------------------
+def test_auto_falls_back_when_numba_is_missing(monkeypatch):
+    monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" now raises ImportError
+    monkeypatch.delitem(sys.modules, "fastnet.kernels._numba")
+    fb._forget_numba()
+    try:
+        assert fb.available_backends() == ("numpy",)
+        assert fb.resolve_backend("auto") == "numpy"
+        assert fn.DenseLayer("relu", 3, neurons_num=2).backend == "numpy"
+        with pytest.raises(ImportError, match="pip install"):
+            fb.resolve_backend("numba")
+        with pytest.raises(ImportError, match="numba"):
+            fn.DenseLayer("relu", 3, neurons_num=2, backend="numba")
+    finally:
+        fb._forget_numba()
+    monkeypatch.undo()
+    assert "numba" in fb.available_backends()
