@@ -42,10 +42,18 @@ def build_network(hidden=128, seed=0, dtype=np.float32, backend=None, optimizer=
     return fn.NeuralNetwork(layers, fn.SoftmaxCrossEntropy(), optimizer, backend=backend)
 
 
+def positive_int(text):
+    """An argparse type: a usage error, not a traceback, for 0 or a negative number."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnet demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", default=None, choices=fn.backend.BACKENDS)
     parser.add_argument("--no-progress", action="store_true")
