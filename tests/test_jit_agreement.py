@@ -20,13 +20,13 @@ import sys
 
 import numpy as np
 import pytest
-from fastnet.kernels import ACTIVATIONS, LOSSES
-from fastnet.kernels import _numpy as R
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fastnet as fn
 from fastnet import backend as fb
+from fastnet.kernels import ACTIVATIONS, LOSSES
+from fastnet.kernels import _numpy as R
 
 pytest.importorskip("numba")
 from fastnet.kernels import _numba as J  # noqa: E402
@@ -253,8 +253,8 @@ def _compare_training(nets, losses, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_fifty_sgd_steps_agree(dtype):
-    def run(net, X, y):  # batches of 1 to 7 rows, on both sides of nothing in particular
-        spans = [((7 * s) % 63, (7 * s) % 63 + 1 + s % 7) for s in range(50)]
+    def run(net, X, y):  # batches of 1 to 24 rows: both sides of the small-batch threshold
+        spans = [((7 * s) % 46, (7 * s) % 46 + 1 + s % 24) for s in range(50)]
         return [net.train_step(X[i:j], y[i:j]) for i, j in spans]
     _compare_training(*_train_pair(dtype, lambda: fn.SGD(0.05, momentum=0.9, nesterov=True), run), dtype)
 
