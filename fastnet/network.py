@@ -146,12 +146,17 @@ class NeuralNetwork:
         for i in range(len(self.layers) - 1, -1, -1):
             dout = self.layers[i]._backward(dout, compute_dx=i > 0)
 
-    def _forward_backward(self, x, t):
-        """Forward, loss and backward on validated data; returns the loss (a float)."""
+    def _forward_backward(self, x, t, where):
+        """Forward, loss and backward on validated data; returns the loss (a float).
+
+        A loss that is not finite raises ``FloatingPointError`` naming ``where``
+        before the backward pass, so no gradient of a diverged step exists.
+        """
         out = self._forward(x)
         if self._dout is None or self._dout.shape != out.shape:
             self._dout = np.empty_like(out)
         loss = float(self._k.loss_value(self.loss.code, out, t))
+        _check_loss(loss, where)
         self._k.loss_grad(self.loss.code, out, t, self._dout)
         self._backward(self._dout)
         return loss
@@ -161,8 +166,7 @@ class NeuralNetwork:
         """One forward, backward and optimizer update on one batch; returns the
         batch's loss before the update."""
         x, t = self._check_xy(x, y)
-        loss = self._forward_backward(x, t)
-        _check_loss(loss, "in train_step")
+        loss = self._forward_backward(x, t, "in train_step")
         self.optimizer.step(self._k, self.parameters(), self.gradients())
         return loss
 
@@ -252,8 +256,7 @@ class NeuralNetwork:
     def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         total_loss = total_acc = 0.0
         for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._forward_backward(xb, tb)
-            _check_loss(loss, f"at epoch {epoch}, step {step}")
+            loss = self._forward_backward(xb, tb, f"at epoch {epoch}, step {step}")
             total_acc += self._batch_accuracy(tb)
             self.optimizer.step(self._k, self.parameters(), self.gradients())
             total_loss += loss * xb.shape[0]
@@ -270,8 +273,7 @@ class NeuralNetwork:
         total_loss = total_acc = 0.0
         seen = 0
         for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._forward_backward(xb, tb)
-            _check_loss(loss, f"at epoch {epoch}, step {step}")
+            loss = self._forward_backward(xb, tb, f"at epoch {epoch}, step {step}")
             total_acc += self._batch_accuracy(tb)
             m = xb.shape[0]
             frac = m / (seen + m)  # weight by chunk size: a short last chunk counts right

@@ -8,9 +8,10 @@ leaves a broken model behind.  ``load`` reads with ``allow_pickle=False``,
 parses the JSON (which runs nothing) and checks every field, shape and dtype.
 """
 
+import contextlib
 import json
 import os
-import tempfile
+import secrets
 import zipfile
 
 import numpy as np
@@ -58,7 +59,7 @@ def save_network(net, path):
     }
     arrays["config"] = np.array(json.dumps(config))
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".fastnet-", suffix=".npz.tmp")
+    fd, tmp = _new_temp_file(folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -72,6 +73,17 @@ def save_network(net, path):
     return path
 
 
+def _new_temp_file(folder):
+    """(fd, path) of a new file in ``folder`` with the permissions open() gives
+    (0o666 less the umask); tempfile.mkstemp's 0o600 would pass to the model."""
+    while True:
+        tmp = os.path.join(folder, f".fastnet-{secrets.token_hex(8)}.npz.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:  # pragma: no cover - 64 random bits
+            continue
+
+
 class ModelFileError(ValueError):
     """The file is not a fastnet model that this version can read."""
 
@@ -81,12 +93,20 @@ def load_network(path, backend=None):
     from fastnet.network import NeuralNetwork
 
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        # The file is opened here, not by np.load, which leaves it open when the
+        # zip is corrupt; and a .npy file loads as a bare array, not an NpzFile.
+        with contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            arrays = None
+            if isinstance(data, np.lib.npyio.NpzFile):
+                with data:
+                    arrays = {key: data[key] for key in data.files}
     except ValueError as exc:  # object arrays need pickle, which is refused
         raise ModelFileError(f"{path!r} holds pickled data, which fastnet refuses to load: {exc}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelFileError(f"{path!r} is not a readable .npz model file: {exc}") from None
+    if arrays is None:
+        raise ModelFileError(f"{path!r} holds a single .npy array, not a .npz model file")
     if "config" not in arrays:
         raise ModelFileError(f"{path!r} is not a fastnet model file: it has no 'config' entry")
     config = _parse_config(path, arrays.pop("config"))
@@ -128,7 +148,8 @@ def _parse_config(path, raw):
         raise ModelFileError(f"{path!r}: 'config' is not valid JSON: {exc}") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ModelFileError(f"{path!r} is not a {FORMAT} model file")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if isinstance(version, bool) or version != FORMAT_VERSION:
         raise ModelFileError(
             f"{path!r} has format version {config.get('format_version')!r}; "
             f"this fastnet reads version {FORMAT_VERSION}"
