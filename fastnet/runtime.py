@@ -53,7 +53,6 @@ def warmup(backend="numba"):
 
     start = time.perf_counter()
     k = fn.backend.kernels_for(backend)
-    small = getattr(k, "SMALL_BATCH", 1)
     for dtype in (np.float32, np.float64):
         for loss, opt in ((fn.SoftmaxCrossEntropy(), fn.SGD(0.0)),
                           (fn.MeanSquaredError(), fn.SGD(0.0, momentum=0.5)),
@@ -61,7 +60,7 @@ def warmup(backend="numba"):
             layers = [fn.DenseLayer(name, 3, neurons_num=3, dtype=dtype, rng=0) for name in ACTIVATIONS]
             layers.append(fn.DenseLayer("identity", neurons_num=2, dtype=dtype, rng=0))
             net = fn.NeuralNetwork(layers, loss, opt, backend=backend)
-            for batch in (1, small + 1):
+            for batch in (1, 3, 9):  # each side of the JIT kernels' batch thresholds
                 t = np.zeros((batch, 2), dtype)
                 t[:, 0] = 1  # a valid target for all three losses
                 net.train_step(np.ones((batch, 3), dtype), t)

@@ -10,9 +10,9 @@ How the work is split (measured; see ``benchmarks/jit_vs_numpy.py``):
   out=)``), and everything else is fused into single compiled passes: bias and
   activation after ``x @ w``; activation derivative, ``dy`` and the bias
   gradient's column sum before ``x.T @ dz`` and ``dz @ w.T``.
-* Small batches (``B <= SMALL_BATCH``) are bound by memory and call overhead,
-  where BLAS is slow to start: compiled loops walk the weight rows once
-  (``a[r] += x[r, i] * w[i]``, rank-B updates of ``dw``, dot products for ``dx``).
+* At small batches OpenBLAS is slow for two of the products (see the
+  thresholds below): there compiled loops walk the weight rows once (rank-B
+  updates of ``dw``, dot products for ``dx``).
 
 No kernel starts threads of its own (no ``prange``): the only thread pool is
 BLAS's, so the two can never oversubscribe the cores.  Scalars are cast to the
@@ -28,9 +28,6 @@ from numba import njit
 
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(8)
 MSE, SOFTMAX_XENT, BCE_LOGITS = range(3)
-
-#: Batches up to this size use the compiled loops instead of BLAS.
-SMALL_BATCH = 16
 
 _GELU_C = math.sqrt(2.0 / math.pi)
 _GELU_K = 0.044715
@@ -208,76 +205,105 @@ def _grad_and_bias_grad(kind, alpha, a, y, dy, dz, db):
 
 
 # -- small-batch loops ---------------------------------------------------------------
-@_jit
-def _forward_small(x, w, b, kind, alpha, a, y):
-    """a = x @ w + b, y = f(a), walking the rows of w once for the whole batch."""
-    al, K = a.dtype.type(alpha), _consts(a)
-    n_rows, n_in = x.shape
-    n = w.shape[1]
-    for r in range(n_rows):
-        a[r, :] = b[0, :]
-    for i in range(n_in):
-        for r in range(n_rows):
-            xi = x[r, i]
-            for j in range(n):
-                a[r, j] += xi * w[i, j]
-    for r in range(n_rows):
-        _act_row(kind, al, a[r], y[r], K)
+# Multiply-adds may contract into FMAs here, and the dot products may reassociate
+# (several accumulators, vectorised): both change rounding by a few ulp, within
+# the agreement tolerances, and neither changes NaN or inf semantics.
+_jit_fma = njit(cache=True, nogil=True, fastmath={"contract"})
+_jit_dot = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 
 
-@_jit
+@_jit_fma
 def _weight_grad_small(x, dz, dw):
-    """dw = x.T @ dz / B as B rank-1 updates per row of dw."""
+    """dw = x.T @ dz / B, each row of dw written once, four rows of dz per sweep."""
     n_rows, n_in = x.shape
     n = dz.shape[1]
     inv = x.dtype.type(1) / x.dtype.type(n_rows)
     for i in range(n_in):
-        dw[i, :] = 0
-        for r in range(n_rows):
-            xi = x[r, i] * inv
+        row = dw[i]
+        row[:] = 0
+        r = 0
+        while r + 4 <= n_rows:
+            x0, x1, x2, x3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
+            d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
             for j in range(n):
-                dw[i, j] += xi * dz[r, j]
+                row[j] += x0 * d0[j] + x1 * d1[j] + x2 * d2[j] + x3 * d3[j]
+            r += 4
+        while r < n_rows:
+            xr, dr = x[r, i] * inv, dz[r]
+            for j in range(n):
+                row[j] += xr * dr[j]
+            r += 1
 
 
-@_jit
+@_jit_dot
 def _input_grad_small(dz, w, dx):
-    """dx[r, i] = dz[r] . w[i]: one contiguous dot product per entry."""
+    """dx[r, i] = dz[r] . w[i]: contiguous dot products, each row of w read once."""
     n_rows, n = dz.shape
     n_in = w.shape[0]
+    zero = dz.dtype.type(0)
     for i in range(n_in):
-        for r in range(n_rows):
-            s = dz.dtype.type(0)
+        wi = w[i]
+        r = 0
+        while r + 4 <= n_rows:
+            d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
+            s0 = s1 = s2 = s3 = zero
             for j in range(n):
-                s += dz[r, j] * w[i, j]
+                wj = wi[j]
+                s0 += d0[j] * wj
+                s1 += d1[j] * wj
+                s2 += d2[j] * wj
+                s3 += d3[j] * wj
+            dx[r, i], dx[r + 1, i], dx[r + 2, i], dx[r + 3, i] = s0, s1, s2, s3
+            r += 4
+        while r < n_rows:
+            dr = dz[r]
+            s = zero
+            for j in range(n):
+                s += dr[j] * wi[j]
             dx[r, i] = s
+            r += 1
 
 
 # -- dense layer: dispatch by batch size -----------------------------------------------
+# Measured on the 2-core target (benchmarks/kernel_thresholds.py), float32:
+# OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
+# writing dw takes 20-300 us, and its dz @ w.T for 2 to 8 rows costs 2-4x our
+# dot products; for large weights (>= 1 MiB) x.T @ dz stays slower up to 4-8
+# rows.  Everywhere else BLAS is as fast or faster, x @ w included.
+DW_LOOPS_MAX_BATCH = 1  # x.T @ dz by compiled loops up to this batch size ...
+DW_LOOPS_MAX_BATCH_BIG = 4  # ... or up to this one when the weights are big
+BIG_WEIGHTS_BYTES = 1 << 20
+DX_LOOPS_BATCHES = (2, 8)  # dz @ w.T by compiled loops for batch sizes in this range
+
+
+def _dw_by_loops(batch, w_bytes):
+    limit = DW_LOOPS_MAX_BATCH_BIG if w_bytes >= BIG_WEIGHTS_BYTES else DW_LOOPS_MAX_BATCH
+    return batch <= limit
+
+
 def dense_forward(x, w, b, kind, alpha, a, y):
     """Same contract as ``_numpy.dense_forward``."""
-    if x.shape[0] <= SMALL_BATCH:
-        _forward_small(x, w, b, kind, alpha, a, y)
-    else:
-        np.matmul(x, w, out=a)
-        _bias_activation(b, kind, alpha, a, y)
+    np.matmul(x, w, out=a)
+    _bias_activation(b, kind, alpha, a, y)
     return y
 
 
 def dense_backward(x, a, y, dy, kind, alpha, dz, dw, db):
     """Same contract as ``_numpy.dense_backward``."""
     _grad_and_bias_grad(kind, alpha, a, y, dy, dz, db)
-    n_rows = x.shape[0]
-    if n_rows <= SMALL_BATCH:
+    batch = x.shape[0]
+    if _dw_by_loops(batch, dw.nbytes):
         _weight_grad_small(x, dz, dw)
     else:
         np.matmul(x.T, dz, out=dw)
-        np.multiply(dw, dw.dtype.type(1.0 / n_rows), out=dw)
+        np.multiply(dw, dw.dtype.type(1.0 / batch), out=dw)
     return dw
 
 
 def input_grad(dz, w, dx):
     """Same contract as ``_numpy.input_grad``."""
-    if dz.shape[0] <= SMALL_BATCH:
+    low, high = DX_LOOPS_BATCHES
+    if low <= dz.shape[0] <= high:
         _input_grad_small(dz, w, dx)
     else:
         np.matmul(dz, w.T, out=dx)

@@ -32,7 +32,12 @@ pytest.importorskip("numba")
 from fastnet.kernels import _numba as J  # noqa: E402
 
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
-SMALL = J.SMALL_BATCH
+DX_LOW, DX_HIGH = J.DX_LOOPS_BATCHES
+# batch sizes on both sides of every threshold of the JIT dispatch
+THRESHOLD_BATCHES = sorted({1, 2, J.DW_LOOPS_MAX_BATCH, J.DW_LOOPS_MAX_BATCH + 1,
+                            J.DW_LOOPS_MAX_BATCH_BIG, J.DW_LOOPS_MAX_BATCH_BIG + 1,
+                            DX_LOW - 1, DX_LOW, DX_HIGH, DX_HIGH + 1} - {0})
+SMALL = DX_HIGH
 ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
 
 
@@ -106,7 +111,7 @@ def check_dense(x, w, b, dy, name, dtype):
 
 DTYPES = [np.float32, np.float64]
 # B on both sides of the small-batch threshold; odd widths
-BATCHES = [1, 2, SMALL - 1, SMALL, SMALL + 1, 64]
+BATCHES = THRESHOLD_BATCHES + [64]
 WIDTHS = [(1, 1), (3, 17), (17, 3), (257, 17), (17, 257)]
 
 
@@ -117,6 +122,15 @@ def test_dense_agrees(dtype, name, batch):
     rng = np.random.default_rng(batch)
     for n_in, n_out in WIDTHS:
         check_dense(*_dense_case(rng, batch, n_in, n_out, dtype), name, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", THRESHOLD_BATCHES)
+def test_dense_agrees_with_big_weights(dtype, batch):
+    """Weights of at least BIG_WEIGHTS_BYTES take their own threshold."""
+    n = int(np.sqrt(J.BIG_WEIGHTS_BYTES / np.dtype(dtype).itemsize))
+    rng = np.random.default_rng(batch)
+    check_dense(*_dense_case(rng, batch, n, n, dtype), "relu", dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
