@@ -26,8 +26,19 @@ def as_array(x, name):
     return arr
 
 
+def all_finite(arr):
+    """True when every value of a numeric array is finite, without a temporary
+    array of the input's size: a finite sum proves it (NaN and inf propagate),
+    and only a sum that overflowed needs the elementwise check."""
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return True
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(arr, axis=None)
+    return bool(np.isfinite(total)) or bool(np.isfinite(arr).all())
+
+
 def check_finite(arr, name):
-    if not np.isfinite(arr).all():
+    if not all_finite(arr):
         raise ValueError(f"{name} contains NaN or inf; expected finite values")
 
 
@@ -41,7 +52,7 @@ def cast_finite(arr, dtype, name):
     check_finite(arr, name)
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if out.dtype != arr.dtype and not np.isfinite(out).all():
+    if out.dtype != arr.dtype and not all_finite(out):
         raise ValueError(
             f"{name} has values beyond the range of {out.dtype} (largest magnitude "
             f"{float(np.abs(arr).max())!r}); they overflow to inf when cast from {arr.dtype}"

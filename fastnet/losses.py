@@ -47,9 +47,12 @@ class Loss:
         z = np.ascontiguousarray(z)
         return z, self.prepare_targets(y_true, z.shape[0], z.shape[1], z.dtype)
 
-    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         """Validate targets for ``n_samples`` rows of ``n_outputs`` outputs and
-        return them as a C-contiguous (n_samples, n_outputs) array of ``dtype``."""
+        return them as a C-contiguous (n_samples, n_outputs) array of ``dtype``.
+
+        ``out``, an array of that shape and dtype, may be filled and returned
+        instead of a new array where the targets must be built (class labels)."""
         raise NotImplementedError
 
     def _float_targets(self, y, n_samples, n_outputs, dtype, allow_labels):
@@ -91,7 +94,7 @@ class MeanSquaredError(Loss):
 
     name = "mse"
 
-    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         return self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=False)
 
 
@@ -107,7 +110,7 @@ class SoftmaxCrossEntropy(Loss):
     takes_logits = True
     is_classifier = True
 
-    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         arr = as_array(y, "y")
         if arr.ndim == 1:
             if arr.dtype.kind not in "iu":
@@ -119,7 +122,12 @@ class SoftmaxCrossEntropy(Loss):
                     f"class labels must be in [0, {n_outputs}), got values from "
                     f"{arr.min()} to {arr.max()}"
                 )
-            t = np.zeros((n_samples, n_outputs), dtype=dtype)
+            shape = (n_samples, n_outputs)
+            if out is not None and out.shape == shape and out.dtype == dtype:
+                t = out
+                t.fill(0)
+            else:
+                t = np.zeros(shape, dtype=dtype)
             t[np.arange(n_samples), arr] = 1
             return t
         if arr.dtype.kind not in "fiu":
@@ -158,9 +166,9 @@ class BinaryCrossEntropy(Loss):
     takes_logits = True
     is_classifier = True
 
-    def prepare_targets(self, y, n_samples, n_outputs, dtype):
+    def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         t = self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=True)
-        if (t < 0).any() or (t > 1).any():
+        if t.min() < 0 or t.max() > 1:
             raise ValueError(f"binary targets must lie in [0, 1], got values from {t.min()} to {t.max()}")
         return t
 

@@ -76,6 +76,7 @@ class NeuralNetwork:
         self.backend = backend
         self._dout = None
         self._gd_acc = None
+        self._targets = None
 
     # -- properties ----------------------------------------------------------------
     @property
@@ -115,9 +116,15 @@ class NeuralNetwork:
     def _check_x(self, x, name="X"):
         return as_float_batch(x, self.n_inputs, self.dtype, name=name, cast=True)
 
-    def _check_xy(self, x, y):
+    def _check_xy(self, x, y, reuse=False):
+        """Validated (x, targets); with ``reuse``, targets that must be built
+        (class labels) go into a buffer the network keeps (train_step)."""
         x = self._check_x(x)
-        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype)
+        out = self._targets if reuse else None
+        t = self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
+        if reuse and t is not y and t.base is None:
+            self._targets = t
+        return x, t
 
     # -- passes -----------------------------------------------------------------------
     def forward(self, x):
@@ -165,7 +172,7 @@ class NeuralNetwork:
     def train_step(self, x, y):
         """One forward, backward and optimizer update on one batch; returns the
         batch's loss before the update."""
-        x, t = self._check_xy(x, y)
+        x, t = self._check_xy(x, y, reuse=True)
         loss = self._forward_backward(x, t, "in train_step")
         self.optimizer.step(self._k, self.parameters(), self.gradients())
         return loss
@@ -246,12 +253,19 @@ class NeuralNetwork:
         return history
 
     def _batches(self, X, T, order, starts, batch_size):
+        """(step, x, t) per minibatch; shuffled batches are gathered into two
+        buffers reused for the whole epoch, so the steps allocate nothing."""
+        if order is not None:
+            xbuf = np.empty((min(batch_size, X.shape[0]), X.shape[1]), X.dtype)
+            tbuf = np.empty((xbuf.shape[0], T.shape[1]), T.dtype)
         for step, s in enumerate(starts, start=1):
             if order is None:
                 yield step, X[s:s + batch_size], T[s:s + batch_size]
             else:
                 idx = order[s:s + batch_size]
-                yield step, X[idx], T[idx]
+                m = idx.shape[0]
+                yield (step, np.take(X, idx, axis=0, out=xbuf[:m]),
+                       np.take(T, idx, axis=0, out=tbuf[:m]))
 
     def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         total_loss = total_acc = 0.0
