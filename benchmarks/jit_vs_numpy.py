@@ -46,16 +46,17 @@ def blas_case(sizes, batch, rng, first_dx=True):
         x = rng.normal(size=(batch, n_in)).astype(np.float32)
         w = rng.normal(size=(n_in, n_out)).astype(np.float32)
         a = np.empty((batch, n_out), np.float32)
+        dz = rng.normal(size=(batch, n_out)).astype(np.float32)
         dw = np.empty_like(w)
         dx = np.empty_like(x) if (i > 0 or first_dx) else None
-        mats.append((x, w, a, dw, dx))
+        mats.append((x, w, a, dz, dw, dx))
 
     def step():
-        for x, w, a, dw, dx in mats:
+        for x, w, a, dz, dw, dx in mats:
             np.matmul(x, w, out=a)
-            np.matmul(x.T, a, out=dw)
+            np.matmul(x.T, dz, out=dw)
             if dx is not None:
-                np.matmul(a, w.T, out=dx)
+                np.matmul(dz, w.T, out=dx)
 
     return step
 

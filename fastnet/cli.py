@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: ``fastnet demo`` and ``fastnet info``."""
+"""The ``fastnet`` command: ``fastnet profile``, ``fastnet info`` and ``fastnet demo``."""
 
 import argparse
 import sys
@@ -11,6 +11,12 @@ def _info(args):
     return 0
 
 
+def _profile(args):
+    from fastnet.profiler import main as profile_main
+
+    return profile_main(args.rest)
+
+
 def _demo(args):
     from fastnet.examples import digits
 
@@ -20,6 +26,8 @@ def _demo(args):
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnet", description="fastnet command line")
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("profile", help="batch-size scaling profile against the roofline (see --help)",
+                   add_help=False).set_defaults(func=_profile)
     sub.add_parser("demo", help="train on the digits data set (needs scikit-learn)",
                    add_help=False).set_defaults(func=_demo)
     info = sub.add_parser("info", help="backends, versions, BLAS, threads and the JIT cache")
@@ -27,7 +35,7 @@ def main(argv=None):
                       help="measure the JIT compile time with a cold and a warm cache")
     info.set_defaults(func=_info)
     args, rest = parser.parse_known_args(argv)
-    if rest and args.func is not _demo:
+    if rest and args.func not in (_demo, _profile):
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     return args.func(args)

@@ -329,13 +329,13 @@ def softmax(z, out):
     return out
 
 
-@_jit
+@_jit_dot
 def loss_value(kind, z, t):
-    """Same contract as ``_numpy.loss_value`` (accumulated in float64)."""
+    """Same contract as ``_numpy.loss_value`` (accumulated in float64, in any order)."""
     n_rows, c = z.shape
     total = 0.0
-    for r in range(n_rows):
-        if kind == SOFTMAX_XENT:
+    if kind == SOFTMAX_XENT:
+        for r in range(n_rows):
             m = z[r, 0]
             for j in range(1, c):
                 m = max(m, z[r, j])
@@ -345,16 +345,18 @@ def loss_value(kind, z, t):
                 s += math.exp(float(z[r, j] - m))
                 dot += float(z[r, j]) * float(t[r, j])
             total += float(m) + math.log(s) - dot
-        else:
-            row = 0.0
+    elif kind == MSE:
+        for r in range(n_rows):
+            for j in range(c):
+                d = float(z[r, j]) - float(t[r, j])
+                total += d * d
+        total /= c
+    else:
+        for r in range(n_rows):
             for j in range(c):
                 v = float(z[r, j])
-                if kind == MSE:
-                    d = v - float(t[r, j])
-                    row += d * d
-                else:
-                    row += max(v, 0.0) + math.log1p(math.exp(-abs(v))) - float(t[r, j]) * v
-            total += row / c
+                total += max(v, 0.0) + math.log1p(math.exp(-abs(v))) - float(t[r, j]) * v
+        total /= c
     return z.dtype.type(total / n_rows)
 
 
@@ -369,13 +371,15 @@ def loss_grad(kind, z, t, out):
                 out[r, j] -= t[r, j]
         return out
     cc = z.dtype.type(c)
-    two = z.dtype.type(2)
     K = _consts(z)
-    for r in range(n_rows):
-        for j in range(c):
-            if kind == MSE:
-                out[r, j] = two * (z[r, j] - t[r, j]) / cc
-            else:
+    if kind == MSE:
+        scale = z.dtype.type(2) / cc
+        for r in range(n_rows):
+            for j in range(c):
+                out[r, j] = scale * (z[r, j] - t[r, j])
+    else:
+        for r in range(n_rows):
+            for j in range(c):
                 out[r, j] = (_sigmoid(z[r, j], K) - t[r, j]) / cc
     return out
 

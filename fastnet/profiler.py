@@ -1,0 +1,355 @@
+"""``fastnet profile``: how a dense layer's speed scales with the batch size.
+
+For each configuration (width, activation, dtype) and batch size, one process
+times side by side, alternating, medians after warm-up (``fastnet._timing``):
+
+* per backend (and per peer with ``--peers``, each peer library in a block
+  of its own right after ours, see ``_QUIESCE_SECONDS``): ``forward``, ``backward``
+  (dw, db and dx from a given dy) and ``train_step`` (a one-layer network:
+  forward, mean squared error, backward without dx, SGD update);
+* the roofline: the same-shaped bare BLAS products (NumPy's ``matmul`` into
+  preallocated arrays), forward ``x @ w``, backward ``x.T @ dz`` and
+  ``dz @ w.T``, train step ``x @ w`` and ``x.T @ dz``; ``roofline = bare /
+  measured`` (1.0 is the GEMM limit at large batch; above 1 where BLAS itself
+  is slow);
+* per fastnet backend, the train step's phases: GEMM, bias + activation,
+  activation gradient, bias gradient (with the batch averaging), loss, update,
+  and everything else (Python, validation, dispatch) as the remainder.
+
+It also measures the machine's GEMM peak once per run and finds the knee: the
+smallest batch size reaching 90% of a backend's best train-step throughput.
+"""
+
+import argparse
+import csv
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+import fastnet as fn
+from fastnet._timing import compare
+from fastnet.info import environment
+from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES
+
+OPS = ("forward", "backward", "train_step")
+PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "other")
+DEFAULT_BATCHES = tuple(2**k for k in range(13))  # 1 ... 4096
+QUICK_BATCHES = (1, 16, 256, 2048)
+_MSE = LOSS_CODES["mse"]
+# Thread pools of different libraries spin for a while after each call (OpenBLAS
+# ~0.1 s, OpenMP runtimes up to 0.2 s): interleaving numpy, torch and JAX calls
+# measured their interference (2x slower on 2 cores), not the libraries.  So each
+# library is timed in a group of its own, after this pause for the others to idle.
+_QUIESCE_SECONDS = 0.3
+
+
+def flops(op, batch, n):
+    """Floating-point operations of ``op`` on an n x n layer (multiply-adds count 2)."""
+    products = {"forward": 1, "backward": 2, "train_step": 2}[op]
+    return 2.0 * products * batch * n * n
+
+
+class LayerCase:
+    """A one-layer network on one backend, its data, and callables to time."""
+
+    def __init__(self, backend, width, activation, dtype, batch, rng):
+        self.layer = fn.DenseLayer(activation, width, neurons_num=width, dtype=dtype, rng=0,
+                                   backend=backend)
+        self.net = fn.NeuralNetwork([self.layer], fn.MeanSquaredError(), fn.SGD(1e-4),
+                                    backend=backend)
+        self.x = rng.normal(size=(batch, width)).astype(dtype)
+        self.dy = rng.normal(size=(batch, width)).astype(dtype)
+        self.target = rng.normal(size=(batch, width)).astype(dtype)
+        self.net.train_step(self.x, self.target)  # allocates workspaces, compiles
+        self.layer._backward(self.dy, True)
+        self.k = self.net._k
+
+    def ops(self):
+        layer, x, dy, net, t = self.layer, self.x, self.dy, self.net, self.target
+        return {
+            "forward": lambda: layer._forward(x),
+            "backward": lambda: layer._backward(dy, True),
+            "train_step": lambda: net.train_step(x, t),
+        }
+
+    def phases(self):
+        """Callables for the phases of ``train_step`` on this backend's kernels."""
+        la, k, x, t = self.layer, self.k, self.x, self.target
+        w, b, a, y, dz, dw, db = la.w, la.b, la.a, la.y, la.dz, la.dw, la.db
+        kind, alpha = ACTIVATION_CODES[la.activation.name], la.activation.alpha
+        n = x.shape[0]
+        dout = np.empty_like(y)
+        opt = self.net.optimizer
+        vel = [np.zeros((0, 0), w.dtype)] * 2
+        phases = {
+            "loss": lambda: (k.loss_value(_MSE, y, t), k.loss_grad(_MSE, y, t, dout)),
+            "update": lambda: (k.sgd_step(w, dw, vel[0], opt.lr, 0.0, 0.0, False),
+                               k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)),
+        }
+        if self.net.backend == "numba":
+            # bias gradient is fused into the activation-gradient pass
+            phases["gemm"] = lambda: (np.matmul(x, w, out=a), _numba_dw(k, x, dz, dw))
+            phases["bias_activation"] = lambda: k._bias_activation(b, kind, alpha, a, y)
+            phases["activation_grad"] = lambda: k._grad_and_bias_grad(kind, alpha, a, y, dout, dz, db)
+        else:
+            def bias_activation():
+                np.add(a, b, out=a)
+                k.activation_forward(kind, alpha, a, y)
+
+            def bias_grad():
+                np.sum(dz, axis=0, keepdims=True, out=db)
+                np.divide(db, n, out=db)
+                np.divide(dw, n, out=dw)
+
+            phases["gemm"] = lambda: (np.matmul(x, w, out=a), np.matmul(x.T, dz, out=dw))
+            phases["bias_activation"] = bias_activation
+            phases["activation_grad"] = lambda: k.activation_grad(kind, alpha, a, y, dout, dz)
+            phases["bias_grad"] = bias_grad
+        return phases
+
+
+def _numba_dw(k, x, dz, dw):
+    """x.T @ dz / B the way the numba backend computes it at this batch size."""
+    if k._dw_by_loops(x.shape[0], dw.nbytes):
+        k._weight_grad_small(x, dz, dw)
+    else:
+        np.matmul(x.T, dz, out=dw)
+        np.multiply(dw, dw.dtype.type(1.0 / x.shape[0]), out=dw)
+
+
+def bare_blas(width, dtype, batch, rng):
+    """The bare matrix products of each op, into preallocated arrays."""
+    x = rng.normal(size=(batch, width)).astype(dtype)
+    w = rng.normal(size=(width, width)).astype(dtype)
+    dz = rng.normal(size=(batch, width)).astype(dtype)
+    a, dw, dx = np.empty_like(dz), np.empty_like(w), np.empty_like(x)
+    return {
+        "forward": lambda: np.matmul(x, w, out=a),
+        "backward": lambda: (np.matmul(x.T, dz, out=dw), np.matmul(dz, w.T, out=dx)),
+        "train_step": lambda: (np.matmul(x, w, out=a), np.matmul(x.T, dz, out=dw)),
+    }
+
+
+def gemm_peak(dtype, n=1024, repeats=5):
+    """GFLOP/s of an n x n x n GEMM in ``dtype``: the machine's compute limit here."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(n, n)).astype(dtype)
+    b = rng.normal(size=(n, n)).astype(dtype)
+    c = np.empty_like(a)
+    res = compare({"gemm": lambda: np.matmul(a, b, out=c)}, repeats=repeats, target_seconds=0.05)
+    return 2.0 * n**3 / res["gemm"]["median"] / 1e9
+
+
+def knee(points):
+    """The smallest batch size whose throughput reaches 90% of the best; points: {batch: samples/s}."""
+    if not points:
+        return None
+    best = max(points.values())
+    return min(b for b, v in points.items() if v >= 0.9 * best)
+
+
+def profile(widths=(512,), activations=("relu",), dtypes=("float32",), backends=None,
+            batches=DEFAULT_BATCHES, peers=False, threads=None, repeats=5, target_seconds=0.004,
+            progress=True):
+    """Run the sweep and return every figure as a dict (see the module docstring)."""
+    from tqdm.auto import tqdm
+
+    if threads is not None:
+        fn.set_num_threads(threads)
+    backends = list(backends or fn.available_backends())
+    for name in backends:
+        if name not in fn.available_backends():
+            raise ValueError(f"backend {name!r} is not available here; available: "
+                             f"{', '.join(fn.available_backends())}")
+    warmup_s = fn.warmup() if "numba" in backends else 0.0
+    results = {"env": environment(), "jit_warmup_seconds": warmup_s, "peak_gflops": {},
+               "peers": {}, "rows": [], "knees": {}, "settings": {
+                   "widths": list(widths), "activations": list(activations), "dtypes": list(dtypes),
+                   "backends": backends, "batches": list(batches), "repeats": repeats,
+                   "target_seconds": target_seconds, "threads": fn.get_num_threads()}}
+    configs = [(w, a, d) for w in widths for a in activations for d in dtypes]
+    for dtype in dtypes:
+        results["peak_gflops"][dtype] = gemm_peak(np.dtype(dtype))
+    bar = tqdm(total=len(configs) * len(batches), desc="profile", unit="point",
+               disable=not progress, leave=False, file=sys.stderr)
+    with bar:
+        for width, activation, dtype in configs:
+            for batch in batches:
+                rows = _profile_point(width, activation, np.dtype(dtype), batch, backends, peers,
+                                      repeats, target_seconds, results["peers"])
+                results["rows"].extend(rows)
+                bar.update()
+    for width, activation, dtype in configs:
+        for name in {r["backend"] for r in results["rows"]}:
+            pts = {r["batch"]: r["samples_per_s"] for r in results["rows"]
+                   if (r["width"], r["activation"], r["dtype"], r["backend"], r["op"])
+                   == (width, activation, dtype, name, "train_step")}
+            results["knees"][f"{width}/{activation}/{dtype}/{name}"] = knee(pts)
+    return results
+
+
+def _profile_point(width, activation, dtype, batch, backends, peers, repeats, target, peer_info):
+    rng = np.random.default_rng(batch)
+    threads = fn.get_num_threads()
+    cands, cases = {}, {}
+    for name in backends:
+        cases[name] = LayerCase(name, width, activation, dtype, batch, rng)
+        for op, call in cases[name].ops().items():
+            cands[(name, op)] = call
+        for phase, call in cases[name].phases().items():
+            cands[(name, "phase", phase)] = call
+    for op, call in bare_blas(width, dtype, batch, rng).items():
+        cands[("blas", op)] = call
+    groups = [cands]
+    if peers:
+        from fastnet._peers import PEERS
+
+        for peer, build in PEERS.items():
+            calls, note = build(width, activation, dtype, batch, threads, rng)
+            peer_info[peer] = note
+            if calls is not None:
+                groups.append({(peer, op): call for op, call in calls.items()})
+    timed = {}
+    for group in groups:
+        if peers:
+            time.sleep(_QUIESCE_SECONDS)
+        timed.update(compare(group, repeats=repeats, target_seconds=target))
+    rows = []
+    for key, res in timed.items():
+        if key[0] == "blas" or key[1] == "phase":
+            continue
+        name, op = key
+        bare = timed[("blas", op)]["median"]
+        med = res["median"]
+        row = {"width": width, "activation": activation, "dtype": dtype.name, "batch": batch,
+               "backend": name, "op": op, "us_median": med * 1e6, "us_min": res["min"] * 1e6,
+               "us_max": res["max"] * 1e6, "samples_per_s": batch / med,
+               "gflops": flops(op, batch, width) / med / 1e9, "bare_blas_us": bare * 1e6,
+               "roofline": bare / med}
+        if op == "train_step" and name in backends:
+            parts = {p: timed[(name, "phase", p)]["median"] * 1e6
+                     for p in PHASES if (name, "phase", p) in timed}
+            parts.setdefault("bias_grad", 0.0)
+            parts["other"] = med * 1e6 - sum(parts.values())
+            row.update({f"phase_{p}_us": parts[p] for p in PHASES})
+        rows.append(row)
+    return rows
+
+
+# -- output ------------------------------------------------------------------------------
+def format_table(results):
+    """The terminal table: a block per configuration, a line per batch size and backend."""
+    lines = ["GEMM peak (n=1024): " + ", ".join(f"{d} {g:.0f} GFLOP/s"
+                                                 for d, g in results["peak_gflops"].items())]
+    rows = results["rows"]
+    names = sorted({r["backend"] for r in rows}, key=lambda s: (s not in ("numpy", "numba"), s))
+    configs = sorted({(r["width"], r["activation"], r["dtype"]) for r in rows})
+    head = (f"{'B':>5} {'backend':<7} {'fwd us':>9} {'bwd us':>9} {'f+b roof':>8} {'step us':>9} "
+            f"{'step roof':>9} {'samples/s':>10} {'GFLOP/s':>8}")
+    for width, activation, dtype in configs:
+        lines += ["", f"{width}x{width} {activation} {dtype} (roof = bare BLAS time / measured time; "
+                      "step = one-layer network, MSE, SGD)", head]
+        by = {(r["backend"], r["batch"], r["op"]): r for r in rows
+              if (r["width"], r["activation"], r["dtype"]) == (width, activation, dtype)}
+        for batch in sorted({r["batch"] for r in rows}):
+            for n in names:
+                f_, b_, s = (by.get((n, batch, op)) for op in OPS)
+                if s is None:
+                    continue
+                fb_roof = (f_["bare_blas_us"] + b_["bare_blas_us"]) / (f_["us_median"] + b_["us_median"])
+                lines.append(f"{batch:5d} {n:<7} {f_['us_median']:9.1f} {b_['us_median']:9.1f} "
+                             f"{fb_roof:8.2f} {s['us_median']:9.1f} {s['roofline']:9.2f} "
+                             f"{s['samples_per_s']:10.4g} {s['gflops']:8.1f}")
+        knees = {n: results["knees"].get(f"{width}/{activation}/{dtype}/{n}") for n in names}
+        lines.append("knee (smallest B with 90% of the best step throughput): "
+                     + ", ".join(f"{n} B={k}" for n, k in knees.items()))
+    for peer, note in results["peers"].items():
+        lines.append(f"peer {peer}: {note}")
+    return "\n".join(lines)
+
+
+def write_outputs(results, out_dir, plot=True):
+    """results.json, results.csv and (with matplotlib) profile.png in ``out_dir``."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {"json": os.path.join(out_dir, "profile.json"), "csv": os.path.join(out_dir, "profile.csv")}
+    with open(paths["json"], "w") as f:
+        json.dump(results, f, indent=1, default=str)
+    fields = sorted({k for r in results["rows"] for k in r}, key=_field_order)
+    with open(paths["csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(results["rows"])
+    if plot:
+        from fastnet._plot import plot_profile
+
+        paths["png"] = plot_profile(results, os.path.join(out_dir, "profile.png"))
+    return paths
+
+
+def _field_order(key):
+    first = ["width", "activation", "dtype", "backend", "op", "batch", "us_median", "us_min",
+             "us_max", "samples_per_s", "gflops", "bare_blas_us", "roofline"]
+    return (first.index(key), key) if key in first else (len(first), key)
+
+
+# -- command line -----------------------------------------------------------------------------
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block, exit 2
+        self.exit(2, f"fastnet profile: error: {message}\n")
+
+
+def _positive_ints(text):
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas, got {text!r}")
+    return values
+
+
+def _names(choices):
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in choices]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"expected some of {', '.join(choices)}, got {text!r}")
+        return values
+    return parse
+
+
+def main(argv=None):
+    parser = _Parser(prog="fastnet profile", description=__doc__.splitlines()[0])
+    parser.add_argument("--widths", type=_positive_ints, default=[512],
+                        help="layer widths n (an n x n layer), comma-separated (default 512)")
+    parser.add_argument("--activations", type=_names(ACTIVATIONS), default=["relu"])
+    parser.add_argument("--dtypes", type=_names(("float32", "float64")), default=["float32"])
+    parser.add_argument("--backends", type=_names(("numpy", "numba")), default=None,
+                        help="default: every available backend")
+    parser.add_argument("--batches", type=_positive_ints, default=None,
+                        help="batch sizes (default powers of two 1 ... 4096)")
+    parser.add_argument("--peers", action="store_true", help="also time PyTorch and JAX when installed")
+    parser.add_argument("--threads", type=_positive_ints, default=None,
+                        help="compute threads (fastnet.set_num_threads); default: as configured")
+    parser.add_argument("--quick", action="store_true", help="4 batch sizes, fewer repeats (< 15 s)")
+    parser.add_argument("--out", default="profile-out", help="folder for JSON, CSV and PNG")
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    batches = args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
+    start = time.perf_counter()
+    try:
+        results = profile(args.widths, args.activations, args.dtypes, args.backends, batches,
+                          peers=args.peers, threads=args.threads[0] if args.threads else None,
+                          repeats=3 if args.quick else 5, target_seconds=0.002 if args.quick else 0.004,
+                          progress=not args.no_progress)
+    except ValueError as exc:
+        parser.error(str(exc))
+    results["seconds"] = time.perf_counter() - start
+    print(format_table(results))
+    paths = write_outputs(results, args.out, plot=not args.no_plot)
+    print(f"\n{results['seconds']:.1f} s; wrote " + ", ".join(paths.values()))
+    return 0
