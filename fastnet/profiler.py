@@ -92,8 +92,8 @@ class LayerCase:
         if self.net.backend == "numba":
             # bias gradient is fused into the activation-gradient pass
             phases["gemm"] = lambda: (np.matmul(x, w, out=a), _numba_dw(k, x, dz, dw))
-            phases["bias_activation"] = lambda: k._bias_activation(b, kind, alpha, a, y)
-            phases["activation_grad"] = lambda: k._grad_and_bias_grad(kind, alpha, a, y, dout, dz, db)
+            phases["bias_activation"] = lambda: k._forward_elementwise(b, kind, alpha, a, y)
+            phases["activation_grad"] = lambda: k._backward_elementwise(kind, alpha, a, y, dout, dz, db)
         else:
             def bias_activation():
                 np.add(a, b, out=a)

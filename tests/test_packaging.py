@@ -197,8 +197,13 @@ def test_cli_info(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     out = proc.stdout
-    assert re.search(rf"^fastnet {re.escape(fastnet.__version__)}, numpy {re.escape(np.__version__)}, "
-                     rf"python {sys.version_info.major}\.{sys.version_info.minor}\.", out, re.M), out
+    assert re.search(rf"^fastnet {re.escape(fastnet.__version__)}  python {sys.version_info.major}"
+                     rf"\.{sys.version_info.minor}\.\d+  numpy {re.escape(np.__version__)}  numba ", out,
+                     re.M), out
+    assert re.search(r"^blas: \w+ [\d.]+, \d+ threads", out, re.M), out
+    assert re.search(r"^threads: .* now \d+$", out, re.M), out
+    if "numba" in fastnet.available_backends():
+        assert re.search(r"^JIT cache: \d+ compiled kernels in ", out, re.M), out
     found = re.search(r"backends available: ([\w, ]+); default: (\w+) -> (\w+)", out)
     assert found, out
     available = found[1].split(", ")
