@@ -1,0 +1,115 @@
+"""The benchmark suites and the profiler run (as tests of function, never of speed)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnet as fn
+from fastnet import profiler
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _run(args, **kw):
+    return subprocess.run(args, capture_output=True, text=True, timeout=600, cwd=ROOT, **kw)
+
+
+# -- asv ----------------------------------------------------------------------------------------
+asv = shutil.which("asv", path=os.path.dirname(sys.executable)) or shutil.which("asv")
+needs_asv = pytest.mark.skipif(asv is None, reason="asv is not installed")
+
+
+@needs_asv
+def test_asv_check():
+    _run([asv, "machine", "--yes"])
+    proc = _run([asv, "check", "--python=same"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "No problems found" in proc.stdout
+
+
+@needs_asv
+def test_asv_quick_run_covers_forward_and_backward_on_both_backends():
+    _run([asv, "machine", "--yes"])
+    proc = _run([asv, "run", "--python=same", "--quick", "--show-stderr",
+                 "--bench", r"DenseLayer\.time_(forward|backward)"])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    for name in ("bench_dense.DenseLayer.time_forward", "bench_dense.DenseLayer.time_backward"):
+        assert name in out, out
+    assert "failed" not in out.lower(), out
+    for backend in fn.available_backends():
+        assert backend in out, out
+
+
+# -- fastnet profile ---------------------------------------------------------------------------------
+def test_profile_quick_writes_table_json_csv_png(tmp_path):
+    proc = _run([sys.executable, "-m", "fastnet", "profile", "--quick", "--no-progress",
+                 "--out", str(tmp_path)])
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for name in ("profile.json", "profile.csv", "profile.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert (tmp_path / "profile.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((tmp_path / "profile.json").read_text())
+    assert data["env"]["threadpools"], data["env"]
+    backends = {r["backend"] for r in data["rows"]}
+    assert backends == set(fn.available_backends())
+    assert {r["batch"] for r in data["rows"]} == set(profiler.QUICK_BATCHES)
+    for row in data["rows"]:
+        assert row["us_min"] <= row["us_median"] <= row["us_max"]
+        assert row["roofline"] > 0 and row["samples_per_s"] > 0
+        if row["op"] == "train_step":
+            phases = sum(row[f"phase_{p}_us"] for p in profiler.PHASES)
+            assert phases == pytest.approx(row["us_median"])  # "other" is the remainder
+    assert "knee" in proc.stdout and "GEMM peak" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backends", "cuda"], "expected some of numpy, numba"),
+    (["--batches", "0"], "expected positive integers"),
+    (["--batches", "1,-4"], "expected positive integers"),
+    (["--widths", "abc"], "expected positive integers"),
+    (["--widths", "2.5"], "expected positive integers"),
+    (["--dtypes", "float16"], "expected some of float32, float64"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_profile_bad_arguments_give_one_line(args, message):
+    proc = _run([sys.executable, "-m", "fastnet", "profile", *args])
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def _tiny_profile(**kw):
+    return profiler.profile(widths=[16], batches=[4], repeats=1, target_seconds=1e-4,
+                            progress=False, **kw)
+
+
+def test_profile_peers_absent_are_skipped_with_a_note(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setitem(sys.modules, "jax", None)
+    res = _tiny_profile(peers=True)
+    assert "not installed" in res["peers"]["torch"]
+    assert "not installed" in res["peers"]["jax"]
+    assert {r["backend"] for r in res["rows"]} == set(fn.available_backends())
+
+
+@pytest.mark.parametrize("peer", ["torch", "jax"])
+def test_profile_peers_present_are_timed(peer):
+    pytest.importorskip(peer)
+    res = _tiny_profile(peers=True, backends=["numpy"])
+    rows = [r for r in res["rows"] if r["backend"] == peer]
+    assert {r["op"] for r in rows} == set(profiler.OPS)
+    assert all(np.isfinite(r["us_median"]) for r in rows)
+
+
+def test_knee_is_the_smallest_batch_within_ten_percent_of_the_best():
+    assert profiler.knee({1: 10.0, 2: 89.0, 4: 91.0, 8: 100.0, 16: 95.0}) == 4
+    assert profiler.knee({1: 5.0}) == 1
+    assert profiler.knee({}) is None
