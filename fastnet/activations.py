@@ -116,6 +116,7 @@ class GELU(Activation):
 _BY_NAME = {
     cls.name: cls for cls in (Identity, Sigmoid, Tanh, ReLU, LeakyReLU, ELU, Softplus, GELU)
 }
+_BUILTIN_TYPES = frozenset(_BY_NAME.values())
 
 
 def get_activation(spec):
@@ -145,14 +146,16 @@ def activation_from_name(name, alpha):
 
 
 def kernel_code(activation):
-    """The kernel code of a built-in activation, or None for a user-defined object."""
-    if isinstance(activation, Activation):
+    """The kernel code of a built-in activation, or None for any other object,
+    subclasses of the built-ins included (their own f and df must be called)."""
+    if type(activation) in _BUILTIN_TYPES:
         return activation.code
     return None
 
 
 def _as_float_array(a):
+    """float32 and float64 arrays as they are; anything else as float64."""
     a = np.asarray(a)
-    if a.dtype.kind != "f":
+    if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)
     return np.ascontiguousarray(a)

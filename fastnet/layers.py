@@ -65,8 +65,9 @@ class DenseLayer:
     of the layer below.
 
     ``a``, ``y``, ``dx``, ``dw`` and ``db`` are buffers the layer owns and
-    reuses while the batch size stays the same: a later pass overwrites them,
-    so copy what you want to keep.  ``x`` is kept by reference.
+    reuses (grown to the largest batch seen): a later pass overwrites them, so
+    copy what you want to keep.  ``x`` is kept by reference.  A layer, like a
+    network, is not safe to use from several threads at once.
     ``forward_pass`` and ``backward_pass`` refuse arrays of another float
     dtype rather than cast them (``NeuralNetwork`` casts, see there).
     """
@@ -121,16 +122,21 @@ class DenseLayer:
                 "input_size_info must be a positive int or a layer with neurons_num, "
                 f"got {input_size_info!r}"
             )
+        before = (self.n_inputs, self.w, self.b)
         self.n_inputs = n_inputs
-        self.init_func(self)
-        expected = {"w": (n_inputs, self.neurons_num), "b": (1, self.neurons_num)}
-        for name, shape in expected.items():
-            arr = getattr(self, name)
-            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != self.dtype:
-                got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
-                raise ValueError(
-                    f"init_func must set {name} to a {self.dtype} array of shape {shape}, got {got}"
-                )
+        try:
+            self.init_func(self)
+            expected = {"w": (n_inputs, self.neurons_num), "b": (1, self.neurons_num)}
+            for name, shape in expected.items():
+                arr = getattr(self, name)
+                if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != self.dtype:
+                    got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
+                    raise ValueError(
+                        f"init_func must set {name} to a {self.dtype} array of shape {shape}, got {got}"
+                    )
+        except BaseException:
+            self.n_inputs, self.w, self.b = before  # a failed build leaves the layer as it was
+            raise
         self.w = np.ascontiguousarray(self.w)
         self.b = np.ascontiguousarray(self.b)
         self._clear_caches()
@@ -139,18 +145,23 @@ class DenseLayer:
     def _clear_caches(self):
         self.x = self.a = self.y = None
         self.dz = self.dw = self.db = self.dx = None
-        self._dx_buf = None
-        self._batch = None
+        self._store = {}  # workspace name -> array with room for the largest batch so far
+
+    def _workspace(self, name, batch, width):
+        """The first ``batch`` rows (C-contiguous) of a buffer grown to the largest
+        batch seen, so that a short last batch or a prediction chunk of another
+        size reuses memory instead of reallocating the layer's workspaces."""
+        buf = self._store.get(name)
+        if buf is None or buf.shape[0] < batch:
+            buf = self._store[name] = np.empty((batch, width), self.dtype)
+        return buf[:batch]
 
     def _buffers(self, batch):
-        """(Re)allocate the per-batch workspaces when the batch size changes."""
-        if self._batch != batch:
-            shape = (batch, self.neurons_num)
-            self.a = np.empty(shape, self.dtype)
-            self.y = np.empty(shape, self.dtype)
-            self.dz = np.empty(shape, self.dtype)
-            self._dx_buf = None  # allocated by the first backward pass that needs dx
-            self._batch = batch
+        """Point a, y and dz at workspaces for this batch size."""
+        if self.a is None or self.a.shape[0] != batch:
+            self.a = self._workspace("a", batch, self.neurons_num)
+            self.y = self._workspace("y", batch, self.neurons_num)
+            self.dz = self._workspace("dz", batch, self.neurons_num)
         if self.dw is None:
             self.dw = np.empty_like(self.w)
             self.db = np.empty_like(self.b)
@@ -205,9 +216,7 @@ class DenseLayer:
         if not compute_dx:
             self.dx = None
             return None
-        if self._dx_buf is None:
-            self._dx_buf = np.empty((dy.shape[0], self.n_inputs), self.dtype)
-        self.dx = self._dx_buf
+        self.dx = self._workspace("dx", dy.shape[0], self.n_inputs)
         return self._k.input_grad(self.dz, self.w, self.dx)
 
     def _require_built(self):

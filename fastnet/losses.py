@@ -41,8 +41,10 @@ class Loss:
 
     def _pair(self, y_pred, y_true):
         z = as_array(y_pred, "y_pred")
-        if z.dtype.kind != "f" or z.ndim != 2:
-            raise TypeError(f"y_pred must be a 2-D float array (batch, outputs), got {describe(z)}")
+        if z.dtype not in (np.float32, np.float64) or z.ndim != 2:
+            raise TypeError(
+                f"y_pred must be a 2-D float32 or float64 array (batch, outputs), got {describe(z)}"
+            )
         check_finite(z, "y_pred")
         z = np.ascontiguousarray(z)
         return z, self.prepare_targets(y_true, z.shape[0], z.shape[1], z.dtype)

@@ -37,9 +37,14 @@ class NeuralNetwork:
     and the optimizer state as they were.  Floating-point inputs of the other
     precision are cast to the network's dtype (a copy); integer, bool,
     complex and other non-float inputs are refused.
+
+    A network reuses buffers of its own and of its layers from call to call:
+    use one network from one thread at a time (one network per thread).
     """
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
+        # Everything is checked before any layer is built, so a refused network
+        # leaves its layers as they were.
         layers = list(layers)
         if not layers:
             raise ValueError("a NeuralNetwork needs at least one layer")
@@ -50,9 +55,7 @@ class NeuralNetwork:
             raise ValueError("the first layer needs its input size: DenseLayer(..., input_size_info=n)")
         for i in range(1, len(layers)):
             prev, layer = layers[i - 1], layers[i]
-            if not layer.built:
-                layer.build(prev)
-            elif layer.n_inputs != prev.neurons_num:
+            if layer.built and layer.n_inputs != prev.neurons_num:
                 raise ValueError(
                     f"layers[{i}] takes {layer.n_inputs} inputs but layers[{i - 1}] "
                     f"has {prev.neurons_num} neurons"
@@ -60,23 +63,27 @@ class NeuralNetwork:
         dtypes = {layer.dtype for layer in layers}
         if len(dtypes) != 1:
             raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
-        self.layers = layers
-        self.loss = get_loss(loss)
-        if self.loss.takes_logits and not isinstance(layers[-1].activation, Identity):
+        loss = get_loss(loss)
+        if loss.takes_logits and type(layers[-1].activation) is not Identity:
             # softmax(z) - t is the gradient with respect to the logits z; chaining
             # another activation's derivative on top would be wrong.
             raise ValueError(
-                f"{type(self.loss).__name__} takes logits: the last layer's activation must be "
+                f"{type(loss).__name__} takes logits: the last layer's activation must be "
                 f"'identity', got {layers[-1].activation!r}"
             )
         optimizer = SGD(0.01) if optimizer is None else optimizer
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer must be an Optimizer such as SGD(0.01), got {optimizer!r}")
+        resolve_backend(backend)
+        for i in range(1, len(layers)):
+            if not layers[i].built:
+                layers[i].build(layers[i - 1])
+        self.layers = layers
+        self.loss = loss
         self.optimizer = optimizer
         self.backend = backend
-        self._dout = None
+        self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
-        self._targets = None
 
     # -- properties ----------------------------------------------------------------
     @property
@@ -118,13 +125,17 @@ class NeuralNetwork:
 
     def _check_xy(self, x, y, reuse=False):
         """Validated (x, targets); with ``reuse``, targets that must be built
-        (class labels) go into a buffer the network keeps (train_step)."""
+        (class labels) go into a workspace of the network (train_step)."""
         x = self._check_x(x)
-        out = self._targets if reuse else None
-        t = self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
-        if reuse and t is not y and t.base is None:
-            self._targets = t
-        return x, t
+        out = self._workspace("targets", x.shape[0], self.n_outputs) if reuse else None
+        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
+
+    def _workspace(self, name, batch, width):
+        """The first ``batch`` rows of a buffer grown to the largest batch seen."""
+        buf = self._store.get(name)
+        if buf is None or buf.shape[0] < batch:
+            buf = self._store[name] = np.empty((batch, width), self.dtype)
+        return buf[:batch]
 
     # -- passes -----------------------------------------------------------------------
     def forward(self, x):
@@ -160,12 +171,11 @@ class NeuralNetwork:
         before the backward pass, so no gradient of a diverged step exists.
         """
         out = self._forward(x)
-        if self._dout is None or self._dout.shape != out.shape:
-            self._dout = np.empty_like(out)
         loss = float(self._k.loss_value(self.loss.code, out, t))
         _check_loss(loss, where)
-        self._k.loss_grad(self.loss.code, out, t, self._dout)
-        self._backward(self._dout)
+        dout = self._workspace("dout", out.shape[0], out.shape[1])
+        self._k.loss_grad(self.loss.code, out, t, dout)
+        self._backward(dout)
         return loss
 
     # -- training -----------------------------------------------------------------------
@@ -264,8 +274,9 @@ class NeuralNetwork:
             else:
                 idx = order[s:s + batch_size]
                 m = idx.shape[0]
-                yield (step, np.take(X, idx, axis=0, out=xbuf[:m]),
-                       np.take(T, idx, axis=0, out=tbuf[:m]))
+                # mode="clip": with the default "raise", take copies through a temporary
+                yield (step, np.take(X, idx, axis=0, out=xbuf[:m], mode="clip"),
+                       np.take(T, idx, axis=0, out=tbuf[:m], mode="clip"))
 
     def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         total_loss = total_acc = 0.0

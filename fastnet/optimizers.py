@@ -3,7 +3,8 @@
 An optimizer updates a list of parameter arrays in place from a list of
 gradient arrays of the same shapes, through the backend's update kernels.  Its
 state (velocities, moments, step count) is created at the first step and kept
-in order of the parameters, so an optimizer belongs to one network.
+in order of the parameters, so an optimizer belongs to one network: a step
+with parameters of other shapes raises instead of touching the state.
 """
 
 import numpy as np
@@ -11,28 +12,43 @@ import numpy as np
 from fastnet._validation import real_number
 
 
+class _Hyper:
+    """A hyperparameter validated whenever it is set (a failed set keeps the old value)."""
+
+    def __init__(self, label, **bounds):
+        self.label, self.bounds = label, bounds
+
+    def __set_name__(self, owner, name):
+        self.attr = "_" + name
+
+    def __get__(self, obj, owner=None):
+        return self if obj is None else getattr(obj, self.attr)
+
+    def __set__(self, obj, value):
+        setattr(obj, self.attr, real_number(value, self.label, **self.bounds))
+
+
 class Optimizer:
     """Base: hyperparameters are validated whenever they are set."""
 
     name = None
+    lr = _Hyper("learning rate (lr)", low=0.0)
 
     def __init__(self, lr):
         self.lr = lr
         self.state = None
-
-    @property
-    def lr(self):
-        """The learning rate: finite and >= 0."""
-        return self._lr
-
-    @lr.setter
-    def lr(self, value):
-        self._lr = real_number(value, "learning rate (lr)", low=0.0)
+        self._shapes = None
 
     def step(self, kernels, params, grads):
         """Update ``params`` in place from ``grads`` with the ``kernels`` module."""
+        shapes = tuple(p.shape for p in params)
         if self.state is None:
-            self.state = self._new_state(params)
+            self.state, self._shapes = self._new_state(params), shapes
+        elif shapes != self._shapes:
+            raise ValueError(
+                f"this optimizer's state belongs to parameters of shapes {self._shapes}, "
+                f"got {shapes}; use one optimizer per network (or call reset())"
+            )
         self._step(kernels, params, grads)
 
     def config(self):
@@ -41,7 +57,7 @@ class Optimizer:
 
     def reset(self):
         """Forget the state (velocities, moments, step count)."""
-        self.state = None
+        self.state = self._shapes = None
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
@@ -53,15 +69,18 @@ class SGD(Optimizer):
 
     ``d = g + weight_decay * p``; with momentum ``v = momentum * v + d`` and the
     step is ``v`` (or ``d + momentum * v`` with ``nesterov``); ``p -= lr * step``.
-    This is the form PyTorch uses.
+    This is the form PyTorch uses.  Momentum may be changed between steps;
+    velocities start at zero when it first becomes non-zero.
     """
 
     name = "sgd"
+    momentum = _Hyper("momentum", low=0.0, high=1.0, high_open=True)
+    weight_decay = _Hyper("weight_decay", low=0.0)
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(lr)
-        self.momentum = real_number(momentum, "momentum", low=0.0, high=1.0, high_open=True)
-        self.weight_decay = real_number(weight_decay, "weight_decay", low=0.0)
+        self.momentum = momentum
+        self.weight_decay = weight_decay
         if not isinstance(nesterov, bool):
             raise TypeError(f"nesterov must be True or False, got {nesterov!r}")
         if nesterov and self.momentum == 0:
@@ -69,13 +88,19 @@ class SGD(Optimizer):
         self.nesterov = nesterov
 
     def _new_state(self, params):
-        if self.momentum == 0:  # no velocity to keep: an empty placeholder per parameter
-            return [np.zeros((0,) * p.ndim, dtype=p.dtype) for p in params]
-        return [np.zeros_like(p) for p in params]
+        return [self._velocity(p) for p in params]
+
+    def _velocity(self, p):
+        if self.momentum == 0:  # no velocity to keep: an empty placeholder
+            return np.zeros((0,) * p.ndim, dtype=p.dtype)
+        return np.zeros_like(p)
 
     def _step(self, kernels, params, grads):
+        if self.momentum != 0 and any(v.size == 0 for v in self.state):
+            self.state = self._new_state(params)  # momentum switched on since the last step
         for p, g, v in zip(params, grads, self.state, strict=True):
-            kernels.sgd_step(p, g, v, self.lr, self.momentum, self.weight_decay, self.nesterov)
+            kernels.sgd_step(p, g, v, self.lr, self.momentum, self.weight_decay,
+                             bool(self.nesterov and self.momentum != 0))
 
     def config(self):
         return {
@@ -90,13 +115,17 @@ class Adam(Optimizer):
     """Adam (Kingma and Ba, 2015), with optional L2 weight decay added to the gradient."""
 
     name = "adam"
+    beta1 = _Hyper("beta1", low=0.0, high=1.0, high_open=True)
+    beta2 = _Hyper("beta2", low=0.0, high=1.0, high_open=True)
+    eps = _Hyper("eps", low=0.0, low_open=True)
+    weight_decay = _Hyper("weight_decay", low=0.0)
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
         super().__init__(lr)
-        self.beta1 = real_number(beta1, "beta1", low=0.0, high=1.0, high_open=True)
-        self.beta2 = real_number(beta2, "beta2", low=0.0, high=1.0, high_open=True)
-        self.eps = real_number(eps, "eps", low=0.0, low_open=True)
-        self.weight_decay = real_number(weight_decay, "weight_decay", low=0.0)
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def _new_state(self, params):
         return {"t": 0, "m": [np.zeros_like(p) for p in params],

@@ -91,7 +91,7 @@ class LayerCase:
         }
         if self.net.backend == "numba":
             # bias gradient is fused into the activation-gradient pass
-            phases["gemm"] = lambda: (np.matmul(x, w, out=a), _numba_dw(k, x, dz, dw))
+            phases["gemm"] = lambda: (np.matmul(x, w, out=a), k._weight_grad(x, dz, dw))
             phases["bias_activation"] = lambda: k._forward_elementwise(b, kind, alpha, a, y)
             phases["activation_grad"] = lambda: k._backward_elementwise(kind, alpha, a, y, dout, dz, db)
         else:
@@ -109,15 +109,6 @@ class LayerCase:
             phases["activation_grad"] = lambda: k.activation_grad(kind, alpha, a, y, dout, dz)
             phases["bias_grad"] = bias_grad
         return phases
-
-
-def _numba_dw(k, x, dz, dw):
-    """x.T @ dz / B the way the numba backend computes it at this batch size."""
-    if k._dw_by_loops(x.shape[0], dw.nbytes):
-        k._weight_grad_small(x, dz, dw)
-    else:
-        np.matmul(x.T, dz, out=dw)
-        np.multiply(dw, dw.dtype.type(1.0 / x.shape[0]), out=dw)
 
 
 def bare_blas(width, dtype, batch, rng):
@@ -157,13 +148,13 @@ def profile(widths=(512,), activations=("relu",), dtypes=("float32",), backends=
     """Run the sweep and return every figure as a dict (see the module docstring)."""
     from tqdm.auto import tqdm
 
-    if threads is not None:
-        fn.set_num_threads(threads)
     backends = list(backends or fn.available_backends())
     for name in backends:
         if name not in fn.available_backends():
             raise ValueError(f"backend {name!r} is not available here; available: "
                              f"{', '.join(fn.available_backends())}")
+    if threads is not None:
+        fn.set_num_threads(threads)
     warmup_s = fn.warmup() if "numba" in backends else 0.0
     results = {"env": environment(), "jit_warmup_seconds": warmup_s, "peak_gflops": {},
                "peers": {}, "rows": [], "knees": {}, "settings": {
@@ -272,7 +263,7 @@ def format_table(results):
 
 
 def write_outputs(results, out_dir, plot=True):
-    """results.json, results.csv and (with matplotlib) profile.png in ``out_dir``."""
+    """profile.json, profile.csv and (with matplotlib) profile.png in ``out_dir``."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {"json": os.path.join(out_dir, "profile.json"), "csv": os.path.join(out_dir, "profile.csv")}
     with open(paths["json"], "w") as f:
@@ -311,6 +302,13 @@ def _positive_ints(text):
     return values
 
 
+def _positive_int(text):
+    values = _positive_ints(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
+    return values[0]
+
+
 def _names(choices):
     def parse(text):
         values = [v.strip() for v in text.split(",") if v.strip()]
@@ -332,7 +330,7 @@ def main(argv=None):
     parser.add_argument("--batches", type=_positive_ints, default=None,
                         help="batch sizes (default powers of two 1 ... 4096)")
     parser.add_argument("--peers", action="store_true", help="also time PyTorch and JAX when installed")
-    parser.add_argument("--threads", type=_positive_ints, default=None,
+    parser.add_argument("--threads", type=_positive_int, default=None,
                         help="compute threads (fastnet.set_num_threads); default: as configured")
     parser.add_argument("--quick", action="store_true", help="4 batch sizes, fewer repeats (< 15 s)")
     parser.add_argument("--out", default="profile-out", help="folder for JSON, CSV and PNG")
@@ -343,7 +341,7 @@ def main(argv=None):
     start = time.perf_counter()
     try:
         results = profile(args.widths, args.activations, args.dtypes, args.backends, batches,
-                          peers=args.peers, threads=args.threads[0] if args.threads else None,
+                          peers=args.peers, threads=args.threads,
                           repeats=3 if args.quick else 5, target_seconds=0.002 if args.quick else 0.004,
                           progress=not args.no_progress)
     except ValueError as exc:

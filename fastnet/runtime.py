@@ -11,8 +11,6 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
 
-_num_threads = None
-
 
 def set_num_threads(n):
     """Use at most ``n`` compute threads (BLAS and numba) from now on."""
@@ -26,8 +24,6 @@ def set_num_threads(n):
         import numba
 
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    global _num_threads
-    _num_threads = n
 
 
 def get_num_threads():
@@ -47,7 +43,9 @@ def warmup(backend="numba"):
     import fastnet as fn
     from fastnet.backend import available_backends
 
-    if backend not in available_backends():
+    if backend == "auto":
+        backend = available_backends()[-1]
+    if backend not in available_backends() or backend == "numpy":  # nothing to compile
         return 0.0
     from fastnet.kernels import ACTIVATIONS
 

@@ -90,8 +90,6 @@ class ModelFileError(ValueError):
 
 def load_network(path, backend=None):
     """Read a network written by ``save_network``; see the module docstring."""
-    from fastnet.network import NeuralNetwork
-
     try:
         # The file is opened here, not by np.load, which leaves it open when the
         # zip is corrupt; and a .npy file loads as a bare array, not an NpzFile.
@@ -101,8 +99,12 @@ def load_network(path, backend=None):
             if isinstance(data, np.lib.npyio.NpzFile):
                 with data:
                     arrays = {key: data[key] for key in data.files}
-    except ValueError as exc:  # object arrays need pickle, which is refused
-        raise ModelFileError(f"{path!r} holds pickled data, which fastnet refuses to load: {exc}") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):  # object arrays need pickle, which is refused
+            raise ModelFileError(
+                f"{path!r} holds pickled data, which fastnet refuses to load: {exc}"
+            ) from None
+        raise ModelFileError(f"{path!r} is not a readable .npz model file: {exc}") from None
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise ModelFileError(f"{path!r} is not a readable .npz model file: {exc}") from None
     if arrays is None:
@@ -110,22 +112,36 @@ def load_network(path, backend=None):
     if "config" not in arrays:
         raise ModelFileError(f"{path!r} is not a fastnet model file: it has no 'config' entry")
     config = _parse_config(path, arrays.pop("config"))
+    try:
+        return _build(path, config, arrays, backend)
+    except ModelFileError:
+        raise
+    except (TypeError, ValueError) as exc:  # a dtype, loss, alpha or size the library refuses
+        raise ModelFileError(f"{path!r}: {exc}") from None
+
+
+def _build(path, config, arrays, backend):
+    """The network described by a parsed config, with the file's parameters."""
+    from fastnet.network import NeuralNetwork
+
     dtype = float_dtype(config["dtype"])
     layers = []
     for i, spec in enumerate(config["layers"]):
+        params = {}
+        for name, shape in (("w", (spec["n_inputs"], spec["neurons_num"])), ("b", (1, spec["neurons_num"]))):
+            key = f"{name}{i}"
+            arr = arrays.pop(key, None)  # checked before anything of the file's sizes is allocated
+            if arr is None or arr.shape != shape or arr.dtype != dtype:
+                got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
+                raise ModelFileError(f"{path!r}: {key} should be {dtype} {shape}, got {got}")
+            if not np.isfinite(arr).all():
+                raise ModelFileError(f"{path!r}: {key} holds NaN or inf")
+            params[name] = arr
         activation = activation_from_name(spec["activation"], spec["alpha"])
         layer = DenseLayer(activation, spec["n_inputs"], "zeros", spec["neurons_num"],
                            dtype=dtype, backend=backend)
-        for name in ("w", "b"):
-            key = f"{name}{i}"
-            arr = arrays.pop(key, None)
-            want = getattr(layer, name)
-            if arr is None or arr.shape != want.shape or arr.dtype != dtype:
-                got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
-                raise ModelFileError(f"{path!r}: {key} should be {dtype} {want.shape}, got {got}")
-            if not np.isfinite(arr).all():
-                raise ModelFileError(f"{path!r}: {key} holds NaN or inf")
-            want[...] = arr
+        layer.w[...] = params["w"]
+        layer.b[...] = params["b"]
         if spec["init"] is not None:
             layer.init_func = get_init(spec["init"])
         layers.append(layer)

@@ -27,13 +27,20 @@ import numpy as np
 from numba import njit
 
 from . import _numpy as _ref
-
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(8)
-MSE, SOFTMAX_XENT, BCE_LOGITS = range(3)
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-_GELU_K = 0.044715
-_GELU_CLIP = 10.0
+from ._numpy import (
+    _GELU_C,
+    _GELU_CLIP,
+    _GELU_K,
+    ELU,
+    IDENTITY,
+    LEAKY_RELU,
+    MSE,
+    RELU,
+    SIGMOID,
+    SOFTMAX_XENT,
+    SOFTPLUS,
+    TANH,
+)
 
 _jit = njit(cache=True, nogil=True)
 
@@ -68,7 +75,7 @@ def _f(kind, alpha, v, K):
     if kind == TANH:
         return math.tanh(v)
     if kind == RELU:
-        return v if v > zero else zero
+        return zero if v <= zero else v  # NaN passes through, as np.maximum does
     if kind == LEAKY_RELU:
         return v if v > zero else alpha * v
     if kind == ELU:
@@ -118,7 +125,7 @@ def _act_row(kind, al, a, y, K):
     elif kind == RELU:
         for j in range(a.size):
             v = a[j]
-            y[j] = v if v > zero else zero
+            y[j] = zero if v <= zero else v
     elif kind == LEAKY_RELU:
         for j in range(a.size):
             v = a[j]
@@ -310,7 +317,7 @@ def _input_grad_small(dz, w, dx):
 
 
 # -- dense layer: dispatch by batch size -----------------------------------------------
-# Measured on the 2-core target (benchmarks/kernel_thresholds.py), float32:
+# Measured on the 2-core target (python benchmarks/kernel_thresholds.py N_IN N_OUT), float32:
 # OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
 # writing dw takes 20-300 us, and its dz @ w.T for 2 to 8 rows costs 2-4x our
 # dot products; for large weights (>= 1 MiB) x.T @ dz stays slower up to 4-8
@@ -336,6 +343,11 @@ def dense_forward(x, w, b, kind, alpha, a, y):
 def dense_backward(x, a, y, dy, kind, alpha, dz, dw, db):
     """Same contract as ``_numpy.dense_backward``."""
     _backward_elementwise(kind, alpha, a, y, dy, dz, db)
+    return _weight_grad(x, dz, dw)
+
+
+def _weight_grad(x, dz, dw):
+    """dw = x.T @ dz / B, by compiled loops or BLAS as measured best."""
     batch = x.shape[0]
     if _dw_by_loops(batch, dw.nbytes):
         _weight_grad_small(x, dz, dw)

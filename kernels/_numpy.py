@@ -18,8 +18,13 @@ Shapes: ``B`` is the batch size, ``n_in`` the number of inputs of a layer,
 
 import numpy as np
 
-IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(8)
-MSE, SOFTMAX_XENT, BCE_LOGITS = range(3)
+from . import ACTIVATION_CODES, LOSS_CODES
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = (
+    ACTIVATION_CODES[name]
+    for name in ("identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu", "softplus", "gelu")
+)
+MSE, SOFTMAX_XENT, BCE_LOGITS = (LOSS_CODES[name] for name in ("mse", "softmax_xent", "bce_logits"))
 
 # GELU, tanh form: 0.5 a (1 + tanh(u)), u = c (a + k a^3).  Computed as
 # a * sigmoid(2u), the same function (0.5 (1 + tanh(u)) = sigmoid(2u)), because

@@ -1,0 +1,155 @@
+"""Objects keep their state consistent: optimizers, layers, networks, model files."""
+
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastnet as fn
+
+BACKENDS = fn.available_backends()
+
+
+def _net(backend="numpy", optimizer=None, width=5):
+    layers = [fn.DenseLayer("tanh", 4, neurons_num=width, rng=0, dtype=np.float64),
+              fn.DenseLayer("identity", neurons_num=3, rng=1, dtype=np.float64)]
+    return fn.NeuralNetwork(layers, "softmax_xent", optimizer or fn.SGD(0.1), backend=backend)
+
+
+DATA = (np.random.default_rng(0).normal(size=(6, 4)), np.array([0, 1, 2, 0, 1, 2]))
+
+
+@pytest.mark.parametrize("name, value", [("momentum", -0.1), ("momentum", 1.0), ("weight_decay", -1.0),
+                                         ("lr", float("nan"))])
+def test_sgd_hyperparameters_are_validated_when_set(name, value):
+    opt = fn.SGD(0.1, momentum=0.5)
+    before = getattr(opt, name)
+    with pytest.raises(ValueError, match=name if name != "lr" else "learning rate"):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+
+
+@pytest.mark.parametrize("name, value", [("beta1", 1.0), ("beta2", -0.5), ("eps", 0.0)])
+def test_adam_hyperparameters_are_validated_when_set(name, value):
+    opt = fn.Adam()
+    before = getattr(opt, name)
+    with pytest.raises(ValueError, match=name):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_switching_momentum_on_mid_training_starts_velocities_at_zero(backend):
+    a, b = _net(backend, fn.SGD(0.1)), _net(backend, fn.SGD(0.1, momentum=0.9))
+    a.train_step(*DATA)
+    b.optimizer.momentum = 0.0
+    b.train_step(*DATA)
+    np.testing.assert_array_equal(a.parameters()[0], b.parameters()[0])
+    a.optimizer.momentum = 0.9  # the placeholder velocities must not be written
+    b.optimizer.momentum = 0.9
+    b.optimizer.reset()
+    a.train_step(*DATA)
+    b.train_step(*DATA)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_an_optimizer_refuses_the_parameters_of_another_network():
+    shared = fn.SGD(0.1, momentum=0.9)
+    first, second = _net(optimizer=shared), _net(optimizer=shared, width=7)
+    first.train_step(*DATA)
+    before = [p.copy() for p in second.parameters()]
+    with pytest.raises(ValueError, match="one optimizer per network"):
+        second.train_step(*DATA)
+    for p, q in zip(second.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+def test_a_refused_network_leaves_its_layers_unbuilt():
+    first = fn.DenseLayer("relu", 4, neurons_num=5, rng=0)
+    second = fn.DenseLayer("relu", neurons_num=3, rng=1)
+    with pytest.raises(ValueError, match="identity"):
+        fn.NeuralNetwork([first, second], "softmax_xent")
+    assert not second.built and second.n_inputs is None
+
+
+def test_a_failed_build_leaves_the_layer_as_it_was():
+    def bad_init(layer):
+        layer.w = np.zeros((layer.n_inputs, layer.neurons_num), np.float64)  # wrong dtype
+        layer.b = np.zeros((1, layer.neurons_num), np.float32)
+
+    layer = fn.DenseLayer("relu", None, bad_init, 3)
+    with pytest.raises(ValueError, match="init_func must set w"):
+        layer.build(4)
+    assert not layer.built and layer.n_inputs is None and layer.w is None
+
+
+def test_subclass_of_a_builtin_activation_uses_its_own_methods():
+    class Doubled(fn.ReLU):
+        def f(self, a):
+            return 2 * np.maximum(a, 0)
+
+        def df(self, a):
+            return 2.0 * (a > 0)
+
+    x = np.array([[1.0, -2.0, 3.0]], np.float32)
+    mine = fn.DenseLayer(Doubled(), 3, "xavier_init_gauss", 2, rng=0)
+    plain = fn.DenseLayer("relu", 3, "xavier_init_gauss", 2, rng=0)
+    np.testing.assert_array_equal(mine.forward_pass(x), 2 * plain.forward_pass(x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_relu_keeps_nan_so_divergence_is_not_hidden(backend):
+    k = fn.backend.kernels_for(backend)
+    a = np.array([[np.nan, -1.0, 2.0]], np.float32)
+    y = k.activation_forward(fn.kernels.ACTIVATION_CODES["relu"], 0.0, a, np.empty_like(a))
+    assert np.isnan(y[0, 0]) and y[0, 1] == 0 and y[0, 2] == 2
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batches_of_changing_size_reuse_the_workspaces(backend):
+    layers = [fn.DenseLayer("relu", 300, neurons_num=200, rng=0),
+              fn.DenseLayer("identity", neurons_num=10, rng=1)]
+    net = fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(1e-3), backend=backend)
+    rng = np.random.default_rng(0)
+    big = rng.normal(size=(64, 300)).astype(np.float32)
+    labels = rng.integers(0, 10, 64)
+    sizes = (64, 7, 33, 64, 1)
+    for size in sizes:  # warm-up: workspaces grow to 64 rows, every kernel path is loaded
+        net.train_step(big[:size], labels[:size])
+    tracemalloc.start()
+    try:
+        for size in sizes:
+            net.train_step(big[:size], labels[:size])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # a reallocated workspace would be 64 * 200 * 4 = 51 KB; the numpy reference's
+    # own temporaries are weight-sized (240 KB) and only the numba path is held to this
+    if backend == "numba":
+        assert peak < 16_384, peak
+
+
+def test_load_refuses_oversized_claims_before_allocating(tmp_path):
+    path = _net().save(tmp_path / "m.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    config = json.loads(str(arrays["config"]))
+    config["layers"][0]["neurons_num"] = 10**9  # 4 * 1e9 * 8 bytes if it were allocated
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "big.npz", **arrays)
+    with pytest.raises(fn.ModelFileError, match="should be float64"):
+        fn.NeuralNetwork.load(tmp_path / "big.npz")
+
+
+def test_load_reports_a_bad_dtype_as_a_model_file_error(tmp_path):
+    path = _net().save(tmp_path / "m.npz")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    config = json.loads(str(arrays["config"]))
+    config["dtype"] = "int8"
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(fn.ModelFileError, match="dtype must be float32 or float64"):
+        fn.NeuralNetwork.load(tmp_path / "bad.npz")
