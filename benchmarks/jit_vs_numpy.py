@@ -1,6 +1,7 @@
 """JIT path against the NumPy reference and against bare BLAS, side by side.
 
-    python benchmarks/jit_vs_numpy.py [--quick] [--out results.json]
+    python benchmarks/jit_vs_numpy.py [--quick] [--cases 512,1024,mlp] [--batches 8,16]
+                                      [--repeats 9] [--out results.json]
 
 For each shape and batch size, in one process, alternating, medians after
 warm-up (``fastnet._timing.compare``):
@@ -71,11 +72,15 @@ def mlp_case(sizes, batch, backend, rng):
     return lambda: net.train_step(x, y)
 
 
-def run(quick=False):
+CASES = {"512": ("dense 512x512 relu", [512, 512]), "1024": ("dense 1024x1024 relu", [1024, 1024]),
+         "mlp": ("mlp 784-256-256-10", [784, 256, 256, 10])}
+
+
+def run(quick=False, cases=tuple(CASES), batches=None, repeats=None):
     rng = np.random.default_rng(0)
-    batches = [1, 4, 16, 64, 256, 1024] if quick else BATCHES
-    cases = [("dense 512x512 relu", [512, 512]), ("dense 1024x1024 relu", [1024, 1024]),
-             ("mlp 784-256-256-10", [784, 256, 256, 10])]
+    batches = batches or ([1, 4, 16, 64, 256, 1024] if quick else BATCHES)
+    repeats = repeats or (5 if quick else 9)
+    cases = [CASES[c] for c in cases]
     rows = []
     for title, sizes in cases:
         print(f"\n{title}\n{'B':>5} {'numpy us':>10} {'numba us':>10} {'blas us':>10} "
@@ -87,7 +92,7 @@ def run(quick=False):
             else:
                 cands = {b: mlp_case(sizes, batch, b, rng) for b in ("numpy", "numba")}
                 cands["blas"] = blas_case(sizes, batch, rng, first_dx=False)
-            res = compare(cands, repeats=5 if quick else 9, target_seconds=0.01 if quick else 0.02)
+            res = compare(cands, repeats=repeats, target_seconds=0.01 if quick else 0.02)
             med = {k: v["median"] for k, v in res.items()}
             row = {"case": title, "batch": batch, **{f"{k}_s": v for k, v in med.items()},
                    "speedup": med["numpy"] / med["numba"], "roofline": med["blas"] / med["numba"]}
@@ -100,8 +105,12 @@ def run(quick=False):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: 512, 1024, mlp")
+    parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
+    parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else None
     fn.warmup()
     env = {"python": platform.python_version(), "numpy": np.__version__,
            "cpu": platform.processor() or platform.machine(), "threadpools": threadpool_info()}
@@ -109,7 +118,7 @@ def main():
     for pool in env["threadpools"]:
         print(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
               f"{pool['num_threads']} threads")
-    rows = run(args.quick)
+    rows = run(args.quick, args.cases.split(","), batches, args.repeats)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1)
