@@ -321,16 +321,22 @@ def _input_grad_small(dz, w, dx):
 # OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
 # writing dw takes 20-300 us, and its dz @ w.T for 2 to 8 rows costs 2-4x our
 # dot products; for large weights (>= 1 MiB) x.T @ dz stays slower up to 4-8
-# rows.  Everywhere else BLAS is as fast or faster, x @ w included.
+# rows (4 MiB: up to 8 rows, 419 against 568 us at 1024 x 1024, B = 8).
+# Everywhere else BLAS is as fast or faster, x @ w included.
 DW_LOOPS_MAX_BATCH = 1  # x.T @ dz by compiled loops up to this batch size ...
-DW_LOOPS_MAX_BATCH_BIG = 4  # ... or up to this one when the weights are big
+DW_LOOPS_MAX_BATCH_BIG = 4  # ... up to this one when the weights are big ...
 BIG_WEIGHTS_BYTES = 1 << 20
+DW_LOOPS_MAX_BATCH_HUGE = 8  # ... and up to this one when they are bigger still
+HUGE_WEIGHTS_BYTES = 4 << 20
 DX_LOOPS_BATCHES = (2, 8)  # dz @ w.T by compiled loops for batch sizes in this range
 
 
 def _dw_by_loops(batch, w_bytes):
-    limit = DW_LOOPS_MAX_BATCH_BIG if w_bytes >= BIG_WEIGHTS_BYTES else DW_LOOPS_MAX_BATCH
-    return batch <= limit
+    if w_bytes >= HUGE_WEIGHTS_BYTES:
+        return batch <= DW_LOOPS_MAX_BATCH_HUGE
+    if w_bytes >= BIG_WEIGHTS_BYTES:
+        return batch <= DW_LOOPS_MAX_BATCH_BIG
+    return batch <= DW_LOOPS_MAX_BATCH
 
 
 def dense_forward(x, w, b, kind, alpha, a, y):

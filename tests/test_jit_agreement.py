@@ -36,6 +36,7 @@ DX_LOW, DX_HIGH = J.DX_LOOPS_BATCHES
 # batch sizes on both sides of every threshold of the JIT dispatch
 THRESHOLD_BATCHES = sorted({1, 2, J.DW_LOOPS_MAX_BATCH, J.DW_LOOPS_MAX_BATCH + 1,
                             J.DW_LOOPS_MAX_BATCH_BIG, J.DW_LOOPS_MAX_BATCH_BIG + 1,
+                            J.DW_LOOPS_MAX_BATCH_HUGE, J.DW_LOOPS_MAX_BATCH_HUGE + 1,
                             DX_LOW - 1, DX_LOW, DX_HIGH, DX_HIGH + 1} - {0})
 SMALL = DX_HIGH
 ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
@@ -126,9 +127,10 @@ def test_dense_agrees(dtype, name, batch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("batch", THRESHOLD_BATCHES)
-def test_dense_agrees_with_big_weights(dtype, batch):
-    """Weights of at least BIG_WEIGHTS_BYTES take their own threshold."""
-    n = int(np.sqrt(J.BIG_WEIGHTS_BYTES / np.dtype(dtype).itemsize))
+@pytest.mark.parametrize("size", ["BIG", "HUGE"])
+def test_dense_agrees_with_big_weights(dtype, batch, size):
+    """Weights of at least BIG_ or HUGE_WEIGHTS_BYTES take their own thresholds."""
+    n = int(np.sqrt(getattr(J, f"{size}_WEIGHTS_BYTES") / np.dtype(dtype).itemsize))
     rng = np.random.default_rng(batch)
     check_dense(*_dense_case(rng, batch, n, n, dtype), "relu", dtype)
 
