@@ -448,6 +448,27 @@ def loss_grad(kind, z, t, out):
 
 
 # -- optimizers ---------------------------------------------------------------------------
+_TINY32 = float(np.finfo(np.float32).tiny)
+_TINY64 = float(np.finfo(np.float64).tiny)
+
+
+@_jit
+def _tiny(a):
+    """The smallest normal number of a's dtype (float32 or float64)."""
+    return a.dtype.type(_TINY32) if a.itemsize == 4 else a.dtype.type(_TINY64)
+
+
+@_jit
+def flush_subnormal(a):
+    """Same contract as ``_numpy.flush_subnormal``."""
+    tiny, zero = _tiny(a), a.dtype.type(0)
+    af = a.reshape(-1)
+    for i in range(af.size):
+        if abs(af[i]) < tiny:  # False for NaN: NaN stays
+            af[i] = zero
+    return a
+
+
 @_jit
 def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
     """Same contract as ``_numpy.sgd_step``."""
@@ -459,9 +480,12 @@ def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
             pf[i] -= lr_ * (gf[i] + wd * pf[i])
         return p
     vf = v.reshape(-1)
+    tiny, zero = _tiny(p), T(0)
     for i in range(pf.size):
         d = gf[i] + wd * pf[i]
         vi = mu * vf[i] + d
+        if abs(vi) < tiny:
+            vi = zero
         vf[i] = vi
         pf[i] -= lr_ * (d + mu * vi if nesterov else vi)
     return p
@@ -472,7 +496,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
     """Same contract as ``_numpy.adam_step``."""
     T = p.dtype.type
     b1, b2, eps_, wd, lr_ = T(beta1), T(beta2), T(eps), T(weight_decay), T(lr)
-    one = T(1)
+    one, zero, tiny = T(1), T(0), _tiny(p)
     c1 = T(1 - beta1**t)  # bias corrections, as the reference divides by them
     c2 = T(1 - beta2**t)
     pf, gf, mf, vf = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
@@ -480,6 +504,10 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
         d = gf[i] + wd * pf[i]
         mi = b1 * mf[i] + (one - b1) * d
         vi = b2 * vf[i] + (one - b2) * d * d
+        if abs(mi) < tiny:
+            mi = zero
+        if abs(vi) < tiny:
+            vi = zero
         mf[i] = mi
         vf[i] = vi
         pf[i] -= lr_ * (mi / c1) / (math.sqrt(vi / c2) + eps_)
