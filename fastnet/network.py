@@ -244,7 +244,8 @@ class NeuralNetwork:
             if self.loss.is_classifier:
                 history["val_accuracy"] = []
 
-        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch",
+        # delay: the bar appears only once the work has lasted a second ("long work")
+        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
                    desc="fit", leave=False)
         with bar:
             for epoch in range(1, epochs + 1):
