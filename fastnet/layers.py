@@ -5,6 +5,7 @@ import numbers
 import numpy as np
 
 from fastnet._validation import as_float_batch, describe, positive_int
+from fastnet._workspace import rows
 from fastnet.activations import get_activation, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.init import WeightInit, get_init
@@ -148,13 +149,7 @@ class DenseLayer:
         self._store = {}  # workspace name -> array with room for the largest batch so far
 
     def _workspace(self, name, batch, width):
-        """The first ``batch`` rows (C-contiguous) of a buffer grown to the largest
-        batch seen, so that a short last batch or a prediction chunk of another
-        size reuses memory instead of reallocating the layer's workspaces."""
-        buf = self._store.get(name)
-        if buf is None or buf.shape[0] < batch:
-            buf = self._store[name] = np.empty((batch, width), self.dtype)
-        return buf[:batch]
+        return rows(self._store, name, batch, width, self.dtype)
 
     def _buffers(self, batch):
         """Point a, y and dz at workspaces for this batch size."""

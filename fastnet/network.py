@@ -4,6 +4,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastnet._validation import as_float_batch, positive_int
+from fastnet._workspace import rows
 from fastnet.activations import Identity
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
@@ -131,11 +132,7 @@ class NeuralNetwork:
         return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
 
     def _workspace(self, name, batch, width):
-        """The first ``batch`` rows of a buffer grown to the largest batch seen."""
-        buf = self._store.get(name)
-        if buf is None or buf.shape[0] < batch:
-            buf = self._store[name] = np.empty((batch, width), self.dtype)
-        return buf[:batch]
+        return rows(self._store, name, batch, width, self.dtype)
 
     # -- passes -----------------------------------------------------------------------
     def forward(self, x):
