@@ -242,3 +242,21 @@ def test_cli_usage_errors(tmp_path, args, message):
     assert "Traceback" not in proc.stderr
     assert re.search(message, proc.stderr, re.S), proc.stderr
     assert proc.stdout == ""
+
+
+def test_readme_api_example_runs_and_round_trips(tmp_path):
+    """The README's example, as written, trains, saves and loads."""
+    pytest.importorskip("sklearn")
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"## The API in one example\n\n```python\n(.*?)```", readme, re.S)
+    assert block, "the README lost its example"
+    code = block[1] + (
+        "\nassert np.array_equal(same.predict(X[test]), net.predict(X[test]))"
+        "\nprint('ACCURACY', net.evaluate(X[test], y[test])['accuracy'])\n"
+    )
+    (tmp_path / "example.py").write_text(code)
+    proc = run_python(["example.py"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    accuracy = float(re.search(r"ACCURACY ([\d.]+)", proc.stdout)[1])
+    assert accuracy >= 0.97, proc.stdout
+    assert (tmp_path / "digits.npz").exists()
