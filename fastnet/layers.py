@@ -157,9 +157,12 @@ class DenseLayer:
             self.a = self._workspace("a", batch, self.neurons_num)
             self.y = self._workspace("y", batch, self.neurons_num)
             self.dz = self._workspace("dz", batch, self.neurons_num)
-        if self.dw is None:
-            self.dw = np.empty_like(self.w)
-            self.db = np.empty_like(self.b)
+        if self.dw is None:  # kept in the store: a fused step hides them, never frees them
+            self.dw = self._store.get("dw")
+            if self.dw is None:
+                self.dw = self._store["dw"] = np.empty_like(self.w)
+                self._store["db"] = np.empty_like(self.b)
+            self.db = self._store["db"]
 
     # -- passes ---------------------------------------------------------------
     def forward_pass(self, x):

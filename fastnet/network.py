@@ -5,13 +5,16 @@ from tqdm.auto import tqdm
 
 from fastnet._validation import as_float_batch, positive_int
 from fastnet._workspace import rows
-from fastnet.activations import Identity
+from fastnet.activations import Identity, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
 from fastnet.losses import get_loss
 from fastnet.optimizers import SGD, Optimizer
 
 MODES = ("sgd", "gd")
+#: Batches up to this size train by one fused compiled call (numba, SGD):
+#: measured faster than the layered path up to here (benchmarks/latency.py).
+FUSED_MAX_BATCH = 16
 _PREDICT_CHUNK = 1024
 
 
@@ -176,12 +179,55 @@ class NeuralNetwork:
         return loss
 
     # -- training -----------------------------------------------------------------------
-    def train_step(self, x, y):
+    def train_step(self, x, y, keep_grads=False):
         """One forward, backward and optimizer update on one batch; returns the
-        batch's loss before the update."""
+        batch's loss before the update.
+
+        Small batches on the numba backend with SGD take the fused path (see
+        ``plan``): one compiled call, which updates the weights without
+        materialising the layers' ``dw``, ``db`` and ``dx`` (they are None
+        afterwards).  ``keep_grads=True`` takes the layered path, which sets them.
+        """
         x, t = self._check_xy(x, y, reuse=True)
-        loss = self._forward_backward(x, t, "in train_step")
+        return self._train_batch(x, t, "in train_step", keep_grads)
+
+    def plan(self, batch_size):
+        """The path ``train_step`` takes for a batch of this size: ``"fused"``
+        (one compiled call for the whole step) or ``"layered"`` (layer by layer).
+
+        Fused: the numba backend, an ``SGD`` optimizer (with or without
+        momentum), built-in activations, and ``batch_size <= FUSED_MAX_BATCH``.
+        """
+        fusable = (self.backend == "numba" and type(self.optimizer) is SGD
+                   and all(kernel_code(layer.activation) is not None for layer in self.layers))
+        return "fused" if fusable and batch_size <= FUSED_MAX_BATCH else "layered"
+
+    def _train_batch(self, x, t, where, keep_grads=False):
+        """One update on validated data, on the path ``plan`` picks."""
+        if not keep_grads and self.plan(x.shape[0]) == "fused":
+            return self._fused_step(x, t, where)
+        loss = self._forward_backward(x, t, where)
         self.optimizer.step(self._k, self.parameters(), self.gradients())
+        return loss
+
+    def _fused_step(self, x, t, where):
+        opt, layers = self.optimizer, self.layers
+        opt.prepare(self.parameters())
+        batch = x.shape[0]
+        inp = x
+        for layer in layers:
+            layer._buffers(batch)
+            layer.x, inp = inp, layer.y
+            layer.dw = layer.db = layer.dx = None  # not materialised on this path
+        loss = float(self._k.fused_sgd_step(
+            x, t, tuple(la.w for la in layers), tuple(la.b for la in layers),
+            tuple(opt.state[0::2]), tuple(opt.state[1::2]),
+            np.array([kernel_code(la.activation) for la in layers], np.int64),
+            np.array([la.activation.alpha for la in layers], np.float64),
+            tuple(la.a for la in layers), tuple(la.y for la in layers), tuple(la.dz for la in layers),
+            self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+            bool(opt.nesterov and opt.momentum != 0)))
+        _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
@@ -279,9 +325,8 @@ class NeuralNetwork:
     def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         total_loss = total_acc = 0.0
         for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._forward_backward(xb, tb, f"at epoch {epoch}, step {step}")
-            total_acc += self._batch_accuracy(tb)
-            self.optimizer.step(self._k, self.parameters(), self.gradients())
+            loss = self._train_batch(xb, tb, f"at epoch {epoch}, step {step}")
+            total_acc += self._batch_accuracy(tb)  # from the outputs before the update
             total_loss += loss * xb.shape[0]
             bar.update()
         return total_loss / X.shape[0], total_acc / X.shape[0]

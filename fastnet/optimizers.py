@@ -41,6 +41,13 @@ class Optimizer:
 
     def step(self, kernels, params, grads):
         """Update ``params`` in place from ``grads`` with the ``kernels`` module."""
+        self.prepare(params)
+        self._step(kernels, params, grads)
+
+    def prepare(self, params):
+        """Create the state for ``params`` at the first step, or check that it
+        belongs to them (a fused training step calls this, then updates the
+        parameters and the state itself)."""
         shapes = tuple(p.shape for p in params)
         if self.state is None:
             self.state, self._shapes = self._new_state(params), shapes
@@ -49,7 +56,6 @@ class Optimizer:
                 f"this optimizer's state belongs to parameters of shapes {self._shapes}, "
                 f"got {shapes}; use one optimizer per network (or call reset())"
             )
-        self._step(kernels, params, grads)
 
     def config(self):
         """Hyperparameters as a JSON-serialisable dict (for ``save``)."""
@@ -95,9 +101,12 @@ class SGD(Optimizer):
             return np.zeros((0,) * p.ndim, dtype=p.dtype)
         return np.zeros_like(p)
 
-    def _step(self, kernels, params, grads):
+    def prepare(self, params):
+        super().prepare(params)
         if self.momentum != 0 and any(v.size == 0 for v in self.state):
             self.state = self._new_state(params)  # momentum switched on since the last step
+
+    def _step(self, kernels, params, grads):
         for p, g, v in zip(params, grads, self.state, strict=True):
             kernels.sgd_step(p, g, v, self.lr, self.momentum, self.weight_decay,
                              bool(self.nesterov and self.momentum != 0))

@@ -522,3 +522,109 @@ def running_mean(acc, g, frac):
     for i in range(af.size):
         af[i] += fr * (gf[i] - af[i])
     return acc
+
+
+# -- the fused small-batch training step ---------------------------------------------------
+@_jit_fma
+def _forward_loops(x, w, b, kind, al, K, a, y):
+    """a = x @ w + b, y = f(a) by loops: each row of w read once for the batch."""
+    n_rows, n_in = x.shape
+    for r in range(n_rows):
+        a[r, :] = b[0]
+    i = 0
+    while i + 4 <= n_in:
+        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+        for r in range(n_rows):
+            x0, x1, x2, x3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            ar = a[r]
+            for j in range(ar.size):
+                ar[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+        i += 4
+    while i < n_in:
+        wi = w[i]
+        for r in range(n_rows):
+            xi = x[r, i]
+            ar = a[r]
+            for j in range(ar.size):
+                ar[j] += xi * wi[j]
+        i += 1
+    for r in range(n_rows):
+        _act_row(kind, al, a[r], y[r], K)
+
+
+@_jit_fma
+def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
+    """w -= lr * step for dw = x.T @ g / B, one row of w at a time, without
+    materialising dw: each row's gradient is summed and applied while hot."""
+    n_rows, n_in = x.shape
+    T = w.dtype.type
+    inv, zero = T(1) / T(n_rows), T(0)
+    d = np.empty(w.shape[1], w.dtype)  # one row of gradient, reused
+    for i in range(n_in):
+        wi = w[i]
+        x0 = x[0, i] * inv
+        g0 = g[0]
+        for j in range(d.size):
+            d[j] = x0 * g0[j] + wd * wi[j]
+        for r in range(1, n_rows):
+            xr, gr = x[r, i] * inv, g[r]
+            for j in range(d.size):
+                d[j] += xr * gr[j]
+        if mu == zero:
+            for j in range(d.size):
+                wi[j] -= lr * d[j]
+        else:
+            vi = v[i]
+            for j in range(d.size):
+                vj = mu * vi[j] + d[j]
+                if abs(vj) < tiny:
+                    vj = zero
+                vi[j] = vj
+                wi[j] -= lr * (d[j] + mu * vj if nesterov else vj)
+
+
+@_jit_fma
+def _update_bias(g, b, v, lr, mu, wd, nesterov, tiny):
+    n_rows = g.shape[0]
+    T = b.dtype.type
+    inv, zero = T(1) / T(n_rows), T(0)
+    bb = b[0]
+    for j in range(bb.size):
+        s = zero
+        for r in range(n_rows):
+            s += g[r, j]
+        d = s * inv + wd * bb[j]
+        if mu != zero:
+            vi = mu * v[0, j] + d
+            if abs(vi) < tiny:
+                vi = zero
+            v[0, j] = vi
+            d = d + mu * vi if nesterov else vi
+        bb[j] -= lr * d
+
+
+@_jit
+def fused_sgd_step(x, t, ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, loss_kind, lr, momentum,
+                   weight_decay, nesterov):
+    """Same contract as ``_numpy.fused_sgd_step``, in one compiled call."""
+    T = x.dtype.type
+    K = _consts(x)
+    lr_, mu, wd, tiny = T(lr), T(momentum), T(weight_decay), _tiny(x)
+    n_layers = len(ws)
+    for i in range(n_layers):
+        x_i = x if i == 0 else ys[i - 1]
+        _forward_loops(x_i, ws[i], bs[i], kinds[i], T(alphas[i]), K, as_[i], ys[i])
+    loss = loss_value(loss_kind, ys[n_layers - 1], t)
+    if not math.isfinite(loss):
+        return loss
+    loss_grad(loss_kind, ys[n_layers - 1], t, gs[n_layers - 1])
+    for i in range(n_layers - 1, -1, -1):
+        x_i = x if i == 0 else ys[i - 1]
+        g = gs[i]
+        for r in range(g.shape[0]):
+            _grad_row(kinds[i], T(alphas[i]), as_[i][r], ys[i][r], g[r], g[r], K)
+        if i > 0:
+            _input_grad_small(g, ws[i], gs[i - 1])  # with the weights before their update
+        _update_rows(x_i, g, ws[i], vws[i], lr_, mu, wd, nesterov, tiny)
+        _update_bias(g, bs[i], vbs[i], lr_, mu, wd, nesterov, tiny)
+    return loss

@@ -287,3 +287,42 @@ def running_mean(acc, g, frac):
     """
     acc += frac * (g - acc)
     return acc
+
+
+def fused_sgd_step(x, t, ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, loss_kind, lr, momentum,
+                   weight_decay, nesterov):
+    """One SGD training step of a stack of dense layers; returns the batch loss.
+
+    The composition the JIT path fuses into one compiled call: forward through
+    every layer, the loss and its gradient, then, from the last layer down,
+    dz = g * f'(a), the input gradient for the layer below (with the weights
+    before their update), and the SGD update of w and b.
+
+    x : (B, n_0) input; t : (B, C) targets; ws, bs : tuples of each layer's
+    w (n_l-1, n_l) and b (1, n_l), updated in place; vws, vbs : their
+    velocities (read and updated only when momentum is not 0, else empty);
+    kinds : int64 array of activation codes; alphas : float64 array;
+    as_, ys, gs : tuples of (B, n_l) workspaces, overwritten with each layer's
+    pre-activation, output and dz.  A loss that is not finite is returned
+    before anything is updated.
+    """
+    n_layers = len(ws)
+    inp = x
+    for i in range(n_layers):
+        dense_forward(inp, ws[i], bs[i], int(kinds[i]), float(alphas[i]), as_[i], ys[i])
+        inp = ys[i]
+    loss = loss_value(loss_kind, ys[-1], t)
+    if not np.isfinite(loss):
+        return loss
+    loss_grad(loss_kind, ys[-1], t, gs[-1])
+    for i in range(n_layers - 1, -1, -1):
+        x_i = x if i == 0 else ys[i - 1]
+        g = gs[i]
+        activation_grad(int(kinds[i]), float(alphas[i]), as_[i], ys[i], g, g)
+        dw = x_i.T @ g / x.shape[0]
+        db = g.sum(axis=0, keepdims=True) / x.shape[0]
+        if i > 0:
+            input_grad(g, ws[i], gs[i - 1])
+        sgd_step(ws[i], dw, vws[i], lr, momentum, weight_decay, nesterov)
+        sgd_step(bs[i], db, vbs[i], lr, momentum, weight_decay, nesterov)
+    return loss
