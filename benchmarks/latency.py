@@ -1,0 +1,189 @@
+"""Small-batch latency: one SGD step of a 784-256-256-10 MLP, fastnet against its peers.
+
+    python benchmarks/latency.py [--batches 1,4,16] [--out DIR]
+
+Side by side in one process, medians after warm-up (``fastnet._timing``):
+``fastnet`` (``train_step``, on the path ``net.plan()`` picks), its fused step
+forced at every batch size (to find where it stops paying), its layered numba
+step (``keep_grads=True``),
+the NumPy reference, and, when installed, PyTorch eager and JAX ``jit`` of
+the whole step (each peer timed in a block of its own, as in ``fastnet
+profile``).  ReLU, softmax cross-entropy, float32, plain SGD.
+
+The floor at B = 1: the bytes a step must move through the weights (read for
+the forward pass, read for the input gradients, read and written by the
+update: 3 x the weights' bytes, plus 1 x for the layers below the first)
+divided by the measured copy bandwidth of an L2-resident 1 MiB array.
+"""
+
+import argparse
+import json
+import os
+import time
+
+import numpy as np
+
+import fastnet as fn
+from fastnet._timing import compare
+from fastnet.info import environment
+
+SIZES = (784, 256, 256, 10)
+LR = 1e-3
+
+
+def _fastnet_net(backend):
+    layers = [fn.DenseLayer("relu", SIZES[0], neurons_num=SIZES[1], rng=0),
+              fn.DenseLayer("relu", neurons_num=SIZES[2], rng=1),
+              fn.DenseLayer("identity", neurons_num=SIZES[3], rng=2)]
+    return fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(LR), backend=backend)
+
+
+def fastnet_cases(x, y):
+    cases = {}
+    if "numba" in fn.available_backends():
+        planned, fused, layered = _fastnet_net("numba"), _fastnet_net("numba"), _fastnet_net("numba")
+        t = fused.loss.prepare_targets(y, x.shape[0], SIZES[-1], np.float32)
+        cases["fastnet"] = lambda: planned.train_step(x, y)  # the path net.plan() picks
+        cases["fused (forced)"] = lambda: fused._fused_step(x, t, "")
+        cases["layered numba"] = lambda: layered.train_step(x, y, keep_grads=True)
+    ref = _fastnet_net("numpy")
+    cases["numpy reference"] = lambda: ref.train_step(x, y)
+    return cases
+
+
+def torch_case(x, y, threads):
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(threads)
+    model = torch.nn.Sequential(torch.nn.Linear(784, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 10))
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xt), yt)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def jax_case(x, y):
+    try:
+        import jax
+        import jax.numpy as jnp
+    except ImportError:
+        return None
+    rng = np.random.default_rng(0)
+    params = [(jnp.asarray((rng.normal(size=(a, b)) / np.sqrt(a)).astype(np.float32)),
+               jnp.zeros((b,), jnp.float32)) for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
+
+    def loss(params, x, y):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        return jnp.mean(jax.nn.logsumexp(h, axis=1) - jnp.take_along_axis(h, y[:, None], axis=1)[:, 0])
+
+    @jax.jit
+    def step(params, x, y):
+        grads = jax.grad(loss)(params, x, y)
+        return jax.tree_util.tree_map(lambda p, g: p - LR * g, params, grads)
+
+    state = {"p": params}
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+
+    def run():
+        state["p"] = step(state["p"], xj, yj)
+        jax.block_until_ready(state["p"])
+
+    return run
+
+
+def copy_bandwidth():
+    """Bytes per second moved by copying an L2-resident 1 MiB float32 array (read + write)."""
+    a = np.ones(1 << 18, np.float32)
+    b = np.empty_like(a)
+    t = compare({"copy": lambda: np.copyto(b, a)}, repeats=9, target_seconds=0.01)["copy"]["median"]
+    return 2 * a.nbytes / t
+
+
+def floor_seconds(bandwidth):
+    weights = [a * b * 4 for a, b in zip(SIZES[:-1], SIZES[1:], strict=True)]
+    return (3 * sum(weights) + sum(weights[1:])) / bandwidth
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,2,4,8,16,32,64,128,256,1024,4096")
+    parser.add_argument("--out", default="latency-out")
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    threads = fn.get_num_threads()
+    fn.warmup()
+    bandwidth = copy_bandwidth()
+    floor = floor_seconds(bandwidth)
+    rows = []
+    print(f"copy bandwidth (L2-resident) {bandwidth / 1e9:.1f} GB/s; floor at B=1 {floor * 1e6:.1f} us")
+    names = None
+    for batch in batches:
+        rng = np.random.default_rng(batch)
+        x = rng.normal(size=(batch, SIZES[0])).astype(np.float32)
+        y = rng.integers(0, SIZES[-1], size=batch)
+        groups = [fastnet_cases(x, y)]
+        for name, case in (("torch eager", torch_case(x, y, threads)), ("jax jit", jax_case(x, y))):
+            if case is not None:
+                groups.append({name: case})
+        med = {}
+        for group in groups:
+            time.sleep(0.3)  # let the previous library's thread pool go idle
+            med.update({k: v["median"] for k, v in compare(group, repeats=args.repeats,
+                                                              target_seconds=0.01).items()})
+        if names is None:
+            names = list(med)
+            print(f"{'B':>5} " + " ".join(f"{n:>16}" for n in names) + "   (us per step)")
+        print(f"{batch:5d} " + " ".join(f"{med[n] * 1e6:16.1f}" for n in names))
+        rows.append({"batch": batch, **{n: med[n] for n in names}})
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latency.json"), "w") as f:
+        json.dump({"env": environment(), "copy_bandwidth": bandwidth, "floor_b1_s": floor,
+                   "rows": rows}, f, indent=1, default=str)
+    _plot(rows, names, floor, os.path.join(args.out, "latency.png"))
+    print(f"wrote {args.out}/latency.json and latency.png")
+
+
+def _plot(rows, names, floor, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    b = [r["batch"] for r in rows]
+    for name in names:
+        if name == "fused (forced)":
+            style = {"ls": "--", "lw": 1, "alpha": 0.7}
+        else:
+            style = {"lw": 2 if name == "fastnet" else 1.2}
+        ax.plot(b, [r[name] * 1e6 for r in rows], marker="o", ms=3, label=name, **style)
+    ax.axhline(floor * 1e6, color="gray", ls=":", lw=1, label="floor at B=1 (weight bytes / L2 bandwidth)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("us per SGD step")
+    ax.set_title("SGD step of a 784-256-256-10 MLP, float32", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
