@@ -534,7 +534,16 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
     i = 0
     while i + 4 <= n_in:
         w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
-        for r in range(n_rows):
+        r = 0
+        while r + 2 <= n_rows:  # two rows of a per load of the four rows of w
+            x0, x1, x2, x3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
+            y0, y1, y2, y3 = x[r + 1, i], x[r + 1, i + 1], x[r + 1, i + 2], x[r + 1, i + 3]
+            ar, br = a[r], a[r + 1]
+            for j in range(ar.size):
+                ar[j] += x0 * w0[j] + x1 * w1[j] + x2 * w2[j] + x3 * w3[j]
+                br[j] += y0 * w0[j] + y1 * w1[j] + y2 * w2[j] + y3 * w3[j]
+            r += 2
+        if r < n_rows:
             x0, x1, x2, x3 = x[r, i], x[r, i + 1], x[r, i + 2], x[r, i + 3]
             ar = a[r]
             for j in range(ar.size):
@@ -562,14 +571,20 @@ def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
     d = np.empty(w.shape[1], w.dtype)  # one row of gradient, reused
     for i in range(n_in):
         wi = w[i]
-        x0 = x[0, i] * inv
-        g0 = g[0]
         for j in range(d.size):
-            d[j] = x0 * g0[j] + wd * wi[j]
-        for r in range(1, n_rows):
+            d[j] = wd * wi[j]
+        r = 0
+        while r + 4 <= n_rows:  # four rows of g per sweep over d: a quarter of the stores
+            x0, x1, x2, x3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
+            g0, g1, g2, g3 = g[r], g[r + 1], g[r + 2], g[r + 3]
+            for j in range(d.size):
+                d[j] += x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]
+            r += 4
+        while r < n_rows:
             xr, gr = x[r, i] * inv, g[r]
             for j in range(d.size):
                 d[j] += xr * gr[j]
+            r += 1
         if mu == zero:
             for j in range(d.size):
                 wi[j] -= lr * d[j]
