@@ -26,12 +26,18 @@ def as_array(x, name):
     return arr
 
 
+_SMALL = 4096  # elements: below this a boolean temporary is cheaper than the sum's errstate
+
+
 def all_finite(arr):
     """True when every value of a numeric array is finite, without a temporary
     array of the input's size: a finite sum proves it (NaN and inf propagate),
-    and only a sum that overflowed needs the elementwise check."""
+    and only a sum that overflowed needs the elementwise check.  Small arrays
+    (a few KB of booleans) take the direct check, which costs less per call."""
     if arr.dtype.kind not in "fc" or arr.size == 0:
         return True
+    if arr.size <= _SMALL:
+        return bool(np.isfinite(arr).all())
     with np.errstate(over="ignore", invalid="ignore"):
         total = np.add.reduce(arr, axis=None)
     return bool(np.isfinite(total)) or bool(np.isfinite(arr).all())
@@ -50,9 +56,11 @@ def cast_finite(arr, dtype, name):
     is silenced: the ValueError says it better).
     """
     check_finite(arr, name)
+    if arr.dtype == dtype:
+        return np.ascontiguousarray(arr)
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
-    if out.dtype != arr.dtype and not all_finite(out):
+    if not all_finite(out):
         raise ValueError(
             f"{name} has values beyond the range of {out.dtype} (largest magnitude "
             f"{float(np.abs(arr).max())!r}); they overflow to inf when cast from {arr.dtype}"

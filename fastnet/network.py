@@ -220,15 +220,28 @@ class NeuralNetwork:
             layer.x, inp = inp, layer.y
             layer.dw = layer.db = layer.dx = None  # not materialised on this path
         loss = float(self._k.fused_sgd_step(
-            x, t, tuple(la.w for la in layers), tuple(la.b for la in layers),
-            tuple(opt.state[0::2]), tuple(opt.state[1::2]),
-            np.array([kernel_code(la.activation) for la in layers], np.int64),
-            np.array([la.activation.alpha for la in layers], np.float64),
-            tuple(la.a for la in layers), tuple(la.y for la in layers), tuple(la.dz for la in layers),
-            self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+            x, t, *self._fused_arrays(), self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
             bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
+
+    def _fused_arrays(self):
+        """The arrays the fused kernel works on, as tuples, rebuilt only when one
+        of them changes (a new batch size, a new optimizer state, new weights)."""
+        layers, state = self.layers, self.optimizer.state
+        key = (tuple(id(a) for la in layers for a in (la.w, la.b, la.a, la.y, la.dz, la.activation)),
+               tuple(id(v) for v in state))
+        cached = self._store.get("fused")
+        if cached is None or cached[0] != key:
+            args = (tuple(la.w for la in layers), tuple(la.b for la in layers),
+                    tuple(state[0::2]), tuple(state[1::2]),
+                    np.array([kernel_code(la.activation) for la in layers], np.int64),
+                    np.array([la.activation.alpha for la in layers], np.float64),
+                    tuple(la.a for la in layers), tuple(la.y for la in layers),
+                    tuple(la.dz for la in layers))
+            # the activations ride along so that no id in the key can be reused while cached
+            cached = self._store["fused"] = (key, args, tuple(la.activation for la in layers))
+        return cached[1]
 
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
             validation_data=None, progress=True, rng=None):
