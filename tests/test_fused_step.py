@@ -127,3 +127,16 @@ def test_divergence_on_the_fused_path_updates_nothing():
         jit.train_step(x, np.array([0, 1]))
     for p, q in zip(jit.parameters(), before, strict=True):
         np.testing.assert_array_equal(p, q)
+
+
+def test_fused_step_sees_replaced_weights_and_activations():
+    ref, jit = _pair("relu", "mse", np.float64, OPTIMIZERS["sgd"])
+    x, y = _data("mse", 3, np.float64)
+    jit.train_step(x, y)
+    ref.train_step(x, y)
+    for net in (ref, jit):  # swap in new arrays and a new activation between steps
+        net.layers[0].w = np.ascontiguousarray(net.layers[0].w * 0.5)
+        net.layers[1].activation = fn.Tanh()
+    np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=1e-12)
+    for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
+        _close(got, want, 1e-12)
