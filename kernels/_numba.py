@@ -50,9 +50,9 @@ _jit = njit(cache=True, nogil=True)
 # the constants travel as a tuple typed like the arrays: ``_consts(a)``.
 @_jit
 def _consts(a):
-    """(0, 1, 1/2, GELU clip, GELU c, GELU k, 3) in the dtype of array ``a``."""
+    """(0, 1, GELU clip, GELU c, GELU k, 3) in the dtype of array ``a``."""
     T = a.dtype.type
-    return (T(0), T(1), T(0.5), T(_GELU_CLIP), T(_GELU_C), T(_GELU_K), T(3))
+    return (T(0), T(1), T(_GELU_CLIP), T(_GELU_C), T(_GELU_K), T(3))
 
 
 @_jit
@@ -67,7 +67,7 @@ def _sigmoid(v, K):
 @_jit
 def _f(kind, alpha, v, K):
     """f(v) for one value; alpha, v and the constants K share the arrays' dtype."""
-    zero, one, half, clip, c, k, _ = K
+    zero, one, clip, c, k, _ = K
     if kind == IDENTITY:
         return v
     if kind == SIGMOID:
@@ -91,7 +91,7 @@ def _f(kind, alpha, v, K):
 @_jit
 def _df(kind, alpha, v, y, K):
     """f'(v) for one value, given y = f(v) (read by sigmoid and tanh)."""
-    zero, one, half, clip, c, k, three = K
+    zero, one, clip, c, k, three = K
     if kind == IDENTITY:
         return one
     if kind == SIGMOID:
@@ -264,27 +264,37 @@ _jit_fma = njit(cache=True, nogil=True, fastmath={"contract"})
 _jit_dot = njit(cache=True, nogil=True, fastmath={"contract", "reassoc"})
 
 
+_inline = njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+
+
+@_inline
+def _add_weight_grad_row(x, dz, i, inv, row):
+    """row += (x.T @ dz)[i] * inv: four rows of dz per sweep over ``row``
+    (a quarter of the stores of one rank-1 update at a time)."""
+    n_rows = x.shape[0]
+    r = 0
+    while r + 4 <= n_rows:
+        x0, x1, x2, x3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
+        d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
+        for j in range(row.size):
+            row[j] += x0 * d0[j] + x1 * d1[j] + x2 * d2[j] + x3 * d3[j]
+        r += 4
+    while r < n_rows:
+        xr, dr = x[r, i] * inv, dz[r]
+        for j in range(row.size):
+            row[j] += xr * dr[j]
+        r += 1
+
+
 @_jit_fma
 def _weight_grad_small(x, dz, dw):
-    """dw = x.T @ dz / B, each row of dw written once, four rows of dz per sweep."""
-    n_rows, n_in = x.shape
-    n = dz.shape[1]
-    inv = x.dtype.type(1) / x.dtype.type(n_rows)
-    for i in range(n_in):
+    """dw = x.T @ dz / B, each row of dw written once."""
+    inv = x.dtype.type(1) / x.dtype.type(x.shape[0])
+    for i in range(x.shape[1]):
         row = dw[i]
-        row[:] = 0
-        r = 0
-        while r + 4 <= n_rows:
-            x0, x1, x2, x3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
-            d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
-            for j in range(n):
-                row[j] += x0 * d0[j] + x1 * d1[j] + x2 * d2[j] + x3 * d3[j]
-            r += 4
-        while r < n_rows:
-            xr, dr = x[r, i] * inv, dz[r]
-            for j in range(n):
-                row[j] += xr * dr[j]
-            r += 1
+        for j in range(row.size):
+            row[j] = 0
+        _add_weight_grad_row(x, dz, i, inv, row)
 
 
 @_jit_dot
@@ -469,25 +479,30 @@ def flush_subnormal(a):
     return a
 
 
+@_inline
+def _sgd_row(p, g, v, lr, mu, wd, nesterov, tiny):
+    """The SGD rule of ``_numpy.sgd_step`` on 1-D arrays of one dtype, scalars
+    already in that dtype; v is read and written only when mu is not 0."""
+    if mu == 0:
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i])
+        return
+    zero = p.dtype.type(0)
+    for i in range(p.size):
+        d = g[i] + wd * p[i]
+        vi = mu * v[i] + d
+        if abs(vi) < tiny:  # flush_subnormal, fused
+            vi = zero
+        v[i] = vi
+        p[i] -= lr * (d + mu * vi if nesterov else vi)
+
+
 @_jit
 def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
     """Same contract as ``_numpy.sgd_step``."""
     T = p.dtype.type
-    lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
-    pf, gf = p.reshape(-1), g.reshape(-1)
-    if momentum == 0:
-        for i in range(pf.size):
-            pf[i] -= lr_ * (gf[i] + wd * pf[i])
-        return p
-    vf = v.reshape(-1)
-    tiny, zero = _tiny(p), T(0)
-    for i in range(pf.size):
-        d = gf[i] + wd * pf[i]
-        vi = mu * vf[i] + d
-        if abs(vi) < tiny:
-            vi = zero
-        vf[i] = vi
-        pf[i] -= lr_ * (d + mu * vi if nesterov else vi)
+    _sgd_row(p.reshape(-1), g.reshape(-1), v.reshape(-1), T(lr), T(momentum), T(weight_decay),
+             nesterov, _tiny(p))
     return p
 
 
@@ -563,59 +578,29 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
 
 @_jit_fma
 def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
-    """w -= lr * step for dw = x.T @ g / B, one row of w at a time, without
+    """The SGD update of w for dw = x.T @ g / B, one row of w at a time, without
     materialising dw: each row's gradient is summed and applied while hot."""
-    n_rows, n_in = x.shape
-    T = w.dtype.type
-    inv, zero = T(1) / T(n_rows), T(0)
+    inv = w.dtype.type(1) / w.dtype.type(x.shape[0])
     d = np.empty(w.shape[1], w.dtype)  # one row of gradient, reused
-    for i in range(n_in):
+    use_v = mu != 0
+    zero = w.dtype.type(0)
+    for i in range(w.shape[0]):
         wi = w[i]
         for j in range(d.size):
-            d[j] = wd * wi[j]
-        r = 0
-        while r + 4 <= n_rows:  # four rows of g per sweep over d: a quarter of the stores
-            x0, x1, x2, x3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
-            g0, g1, g2, g3 = g[r], g[r + 1], g[r + 2], g[r + 3]
-            for j in range(d.size):
-                d[j] += x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]
-            r += 4
-        while r < n_rows:
-            xr, gr = x[r, i] * inv, g[r]
-            for j in range(d.size):
-                d[j] += xr * gr[j]
-            r += 1
-        if mu == zero:
-            for j in range(d.size):
-                wi[j] -= lr * d[j]
-        else:
-            vi = v[i]
-            for j in range(d.size):
-                vj = mu * vi[j] + d[j]
-                if abs(vj) < tiny:
-                    vj = zero
-                vi[j] = vj
-                wi[j] -= lr * (d[j] + mu * vj if nesterov else vj)
+            d[j] = wd * wi[j]  # the weight decay enters here, while the row is loaded
+        _add_weight_grad_row(x, g, i, inv, d)
+        _sgd_row(wi, d, v[i] if use_v else d, lr, mu, zero, nesterov, tiny)
 
 
 @_jit_fma
 def _update_bias(g, b, v, lr, mu, wd, nesterov, tiny):
-    n_rows = g.shape[0]
-    T = b.dtype.type
-    inv, zero = T(1) / T(n_rows), T(0)
-    bb = b[0]
-    for j in range(bb.size):
-        s = zero
-        for r in range(n_rows):
-            s += g[r, j]
-        d = s * inv + wd * bb[j]
-        if mu != zero:
-            vi = mu * v[0, j] + d
-            if abs(vi) < tiny:
-                vi = zero
-            v[0, j] = vi
-            d = d + mu * vi if nesterov else vi
-        bb[j] -= lr * d
+    """The SGD update of b for db = the column mean of g."""
+    d = np.zeros(b.shape[1], b.dtype)
+    inv = b.dtype.type(1) / b.dtype.type(g.shape[0])
+    for r in range(g.shape[0]):
+        for j in range(d.size):
+            d[j] += g[r, j] * inv
+    _sgd_row(b[0], d, v[0] if mu != 0 else d, lr, mu, wd, nesterov, tiny)
 
 
 @_jit
