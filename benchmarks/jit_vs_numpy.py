@@ -17,13 +17,12 @@ batch) and ``speedup = numpy / numba``.
 
 import argparse
 import json
-import platform
 
 import numpy as np
-from threadpoolctl import threadpool_info
 
 import fastnet as fn
 from fastnet._timing import compare
+from fastnet.info import environment
 
 BATCHES = [2**k for k in range(13)]  # 1 ... 4096
 
@@ -112,16 +111,15 @@ def main():
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")] if args.batches else None
     fn.warmup()
-    env = {"python": platform.python_version(), "numpy": np.__version__,
-           "cpu": platform.processor() or platform.machine(), "threadpools": threadpool_info()}
-    print(json.dumps({k: v for k, v in env.items() if k != "threadpools"}))
+    env = environment()
+    print(f"{env['cpu']}, {env['cores']} cores; numpy {env['numpy']}, numba {env['numba']}")
     for pool in env["threadpools"]:
         print(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
               f"{pool['num_threads']} threads")
     rows = run(args.quick, args.cases.split(","), batches, args.repeats)
     if args.out:
         with open(args.out, "w") as f:
-            json.dump({"env": env, "rows": rows}, f, indent=1)
+            json.dump({"env": env, "rows": rows}, f, indent=1, default=str)
 
 
 if __name__ == "__main__":
