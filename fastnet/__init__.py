@@ -25,6 +25,7 @@ from fastnet.backend import (
     resolve_backend,
     set_default_backend,
 )
+from fastnet.distributed import DistributedError
 from fastnet.init import WeightInit
 from fastnet.layers import DenseLayer
 from fastnet.losses import BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy
@@ -49,6 +50,7 @@ __all__ = [
     "MeanSquaredError",
     "ModelFileError",
     "NeuralNetwork",
+    "DistributedError",
     "Optimizer",
     "ReLU",
     "Sigmoid",

@@ -191,14 +191,16 @@ class NeuralNetwork:
         x, t = self._check_xy(x, y, reuse=True)
         return self._train_batch(x, t, "in train_step", keep_grads)
 
-    def plan(self, batch_size):
-        """The path ``train_step`` takes for a batch of this size: ``"fused"``
+    def plan(self, batch_size, comm=None):
+        """The path a training step takes for a batch of this size: ``"fused"``
         (one compiled call for the whole step) or ``"layered"`` (layer by layer).
 
         Fused: the numba backend, an ``SGD`` optimizer (with or without
-        momentum), built-in activations, and ``batch_size <= FUSED_MAX_BATCH``.
+        momentum), built-in activations, ``batch_size <= FUSED_MAX_BATCH``,
+        and no communicator: distributed training (``fit(..., comm=)``) must
+        add the ranks' gradients, which the fused step never materialises.
         """
-        fusable = (self.backend == "numba" and type(self.optimizer) is SGD
+        fusable = (comm is None and self.backend == "numba" and type(self.optimizer) is SGD
                    and all(kernel_code(layer.activation) is not None for layer in self.layers))
         return "fused" if fusable and batch_size <= FUSED_MAX_BATCH else "layered"
 
@@ -244,7 +246,7 @@ class NeuralNetwork:
         return cached[1]
 
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
-            validation_data=None, progress=True, rng=None):
+            validation_data=None, progress=True, rng=None, comm=None):
         """Train on ``X``, ``y`` and return the history.
 
         Parameters
@@ -260,6 +262,17 @@ class NeuralNetwork:
         validation_data : optional ``(X_val, y_val)`` evaluated after every epoch.
         progress : show a tqdm progress bar; nothing is printed when False.
         rng : None, int or Generator for the shuffling.
+        comm : None or an mpi4py communicator for data-parallel training (see
+            ``fastnet.distributed``).  Every rank calls ``fit`` with its own
+            shard as ``X``, ``y`` (and of ``validation_data``) and the same
+            other arguments; ``batch_size`` is per rank, so a step's global
+            batch is the sum over the ranks.  The parameters and optimizer
+            state start as rank 0's, each step's gradients are averaged over
+            the global batch by one Allreduce, the replicas stay identical,
+            and the history holds global means.  The fused small-batch step
+            is not used (``plan(batch_size, comm)`` says ``"layered"``).  Only
+            rank 0 shows a progress bar; the history has ``allreduce_seconds``
+            per epoch, this rank's time in the reductions.
 
         Returns
         -------
@@ -273,12 +286,74 @@ class NeuralNetwork:
         FloatingPointError
             When the loss becomes NaN or inf; the message names the epoch and
             step, and the update of that step is not applied.
+        fastnet.distributed.DistributedError
+            With ``comm``, on the other ranks when one rank failed (that rank
+            raises its own exception); no rank applies that step's update.
         """
+        fit_args = (epochs, batch_size, mode, shuffle, validation_data, rng)
+        if comm is None:
+            epochs, batch_size, X, T, val = self._fit_checks(X, y, *fit_args)
+            dp = None
+        else:
+            from fastnet import distributed
+
+            distributed.check_comm(comm)
+            epochs, batch_size, X, T, val = distributed.agree(
+                comm, lambda: self._fit_checks(X, y, *fit_args), "fit")
+            distributed.check_replicas(comm, self, (epochs, batch_size, mode, bool(shuffle), val is not None))
+            dp = distributed.DataParallel(self, comm, X.shape[0], batch_size, mode)
+            distributed.broadcast_state(comm, self)
+            progress = progress and comm.Get_rank() == 0
+        rng = np.random.default_rng(rng)
+        n = X.shape[0]
+        starts = range(0, n, batch_size) if dp is None or mode == "gd" else dp.starts
+        history = {"loss": []}
+        if self.loss.is_classifier:
+            history["accuracy"] = []
+        if val is not None:
+            history["val_loss"] = []
+            if self.loss.is_classifier:
+                history["val_accuracy"] = []
+        if dp is not None:
+            history["allreduce_seconds"] = []
+
+        if dp is None:
+            run = self._epoch_sgd if mode == "sgd" else self._epoch_gd
+        else:
+            run = dp.epoch_sgd if mode == "sgd" else dp.epoch_gd
+        # delay: the bar appears only once the work has lasted a second ("long work")
+        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
+                   desc="fit", leave=False)
+        with bar:
+            for epoch in range(1, epochs + 1):
+                order = rng.permutation(n) if shuffle else None
+                loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
+                history["loss"].append(loss)
+                if self.loss.is_classifier:
+                    history["accuracy"].append(acc)
+                if val is not None:
+                    if dp is None:
+                        scores = self._evaluate(*val)
+                    else:
+                        scores = distributed.global_scores(
+                            comm, lambda: (self._evaluate(*val), val[0].shape[0]), "validation")
+                    history["val_loss"].append(scores["loss"])
+                    if self.loss.is_classifier:
+                        history["val_accuracy"].append(scores["accuracy"])
+                if dp is not None:
+                    history["allreduce_seconds"].append(dp.allreduce_seconds)
+                    dp.allreduce_seconds = 0.0
+                bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
+        return history
+
+    def _fit_checks(self, X, y, epochs, batch_size, mode, shuffle, validation_data, rng):
+        """fit's arguments validated: (epochs, batch_size, X, T, validation pair or None)."""
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         X, T = self._check_xy(X, y)
+        val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 got = type(validation_data).__name__
@@ -289,35 +364,7 @@ class NeuralNetwork:
                 val = self._check_xy(*validation_data)
             except (TypeError, ValueError) as exc:  # say which X and y were wrong
                 raise type(exc)(f"validation_data: {exc}") from None
-        rng = np.random.default_rng(rng)
-        n = X.shape[0]
-        starts = range(0, n, batch_size)
-        history = {"loss": []}
-        if self.loss.is_classifier:
-            history["accuracy"] = []
-        if validation_data is not None:
-            history["val_loss"] = []
-            if self.loss.is_classifier:
-                history["val_accuracy"] = []
-
-        # delay: the bar appears only once the work has lasted a second ("long work")
-        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
-                   desc="fit", leave=False)
-        with bar:
-            for epoch in range(1, epochs + 1):
-                order = rng.permutation(n) if shuffle else None
-                run = self._epoch_sgd if mode == "sgd" else self._epoch_gd
-                loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
-                history["loss"].append(loss)
-                if self.loss.is_classifier:
-                    history["accuracy"].append(acc)
-                if validation_data is not None:
-                    scores = self._evaluate(*val)
-                    history["val_loss"].append(scores["loss"])
-                    if self.loss.is_classifier:
-                        history["val_accuracy"].append(scores["accuracy"])
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
-        return history
+        return epochs, batch_size, X, T, val
 
     def _batches(self, X, T, order, starts, batch_size):
         """(step, x, t) per minibatch; shuffled batches are gathered into two
@@ -345,6 +392,12 @@ class NeuralNetwork:
         return total_loss / X.shape[0], total_acc / X.shape[0]
 
     def _epoch_gd(self, X, T, order, starts, batch_size, epoch, bar):
+        acc_grads, total_loss, total_acc = self._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
+        self.optimizer.step(self._k, self.parameters(), acc_grads)
+        return total_loss / X.shape[0], total_acc / X.shape[0]
+
+    def _gd_accumulate(self, X, T, order, starts, batch_size, epoch, bar):
+        """The epoch's mean gradient (network buffers), loss sum and number correct."""
         params = self.parameters()
         if self._gd_acc is None or any(a.shape != p.shape for a, p in zip(self._gd_acc, params, strict=True)):
             self._gd_acc = [np.empty_like(p) for p in params]
@@ -363,8 +416,7 @@ class NeuralNetwork:
             seen += m
             total_loss += loss * m
             bar.update()
-        self.optimizer.step(self._k, params, acc_grads)
-        return total_loss / X.shape[0], total_acc / X.shape[0]
+        return acc_grads, total_loss, total_acc
 
     def _batch_accuracy(self, tb):
         """Number of correct predictions in the last forward pass's batch (0 for regression)."""
@@ -391,9 +443,20 @@ class NeuralNetwork:
             raise TypeError(f"predict_proba needs a classification loss, not {self.loss!r}")
         return self.loss.predict_proba(self._outputs(self._check_x(X)))
 
-    def evaluate(self, X, y):
-        """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict."""
-        return self._evaluate(*self._check_xy(X, y))
+    def evaluate(self, X, y, comm=None):
+        """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict.
+
+        With an mpi4py ``comm``, ``X``, ``y`` are this rank's shard and every
+        rank gets the means over all the ranks' samples."""
+        if comm is None:
+            return self._evaluate(*self._check_xy(X, y))
+        from fastnet import distributed
+
+        def local():
+            x, t = self._check_xy(X, y)
+            return self._evaluate(x, t), x.shape[0]
+
+        return distributed.global_scores(distributed.check_comm(comm), local, "evaluate")
 
     def _evaluate(self, X, T):
         out = self._outputs(X)
@@ -403,12 +466,20 @@ class NeuralNetwork:
         return scores
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, path):
+    def save(self, path, comm=None):
         """Write the network to ``path`` (``.npz`` is appended if missing); see
-        ``fastnet.serialization``.  Returns the path written."""
+        ``fastnet.serialization``.  Returns the path written.
+
+        With an mpi4py ``comm`` (a checkpoint of data-parallel training, whose
+        replicas are identical), only rank 0 writes; every rank returns the
+        path, or raises if the write failed."""
         from fastnet.serialization import save_network
 
-        return save_network(self, path)
+        if comm is None:
+            return save_network(self, path)
+        from fastnet import distributed
+
+        return distributed.on_root(distributed.check_comm(comm), lambda: save_network(self, path), "save")
 
     @classmethod
     def load(cls, path, backend=None):

@@ -1,0 +1,113 @@
+"""Cases that tests/test_distributed.py runs under ``mpiexec -n 2``.
+
+Usage: mpiexec -n 2 python tests/mpi_cases.py CASE OUTDIR [options as key=value]
+
+Every rank writes OUTDIR/rank<r>.json (what it raised, its history) and
+OUTDIR/rank<r>.npz (its parameters before and after); the test compares them
+with a single-process run that it computes itself.  The data and the
+networks come from ``make_data`` and ``make_net``, which the test imports too.
+"""
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+import fastnet as fn
+
+SIZES = (12, 16, 16, 5)
+
+
+def make_net(dtype, backend, seed=0, sizes=SIZES, optimizer=None, loss="softmax_cross_entropy"):
+    rng = np.random.default_rng(seed)
+    acts = ["tanh"] * (len(sizes) - 2) + ["identity"]
+    layers = [fn.DenseLayer(acts[0], sizes[0], neurons_num=sizes[1], dtype=dtype, rng=rng)]
+    layers += [fn.DenseLayer(a, None, neurons_num=n, dtype=dtype, rng=rng)
+               for a, n in zip(acts[1:], sizes[2:], strict=True)]
+    if optimizer is None:
+        optimizer = fn.SGD(0.1, momentum=0.9)
+    return fn.NeuralNetwork(layers, loss, optimizer, backend=backend)
+
+
+def make_data(n, dtype, seed, sizes=SIZES):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    return X, y
+
+
+def shards(n0, n1, dtype):
+    """Two ranks' data: (X0, y0), (X1, y1)."""
+    return make_data(n0, dtype, seed=10), make_data(n1, dtype, seed=11)
+
+
+def _params(net):
+    return {f"p{i}": p.copy() for i, p in enumerate(net.parameters())}
+
+
+def main(case, outdir, **opts):
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank = comm.Get_rank()
+    dtype = np.dtype(opts.get("dtype", "float32"))
+    backend = opts.get("backend", "numpy")
+    report = {"rank": rank, "error": None, "error_type": None}
+    arrays = {}
+    n0, n1 = int(opts.get("n0", 40)), int(opts.get("n1", 40))
+    (X0, y0), (X1, y1) = shards(n0, n1, dtype)
+    X, y = (X0, y0) if rank == 0 else (X1, y1)
+    sizes = SIZES
+    if case == "mismatch_sizes" and rank == 1:
+        sizes = (12, 16, 17, 5)
+    if case == "mismatch_dtype" and rank == 1:
+        dtype = np.dtype(np.float64 if dtype == np.float32 else np.float32)
+        X = X.astype(dtype)
+    loss = "softmax_cross_entropy"
+    if case == "diverge":  # regression on the one-hot labels
+        loss = "mse"
+        y = np.eye(sizes[-1], dtype=dtype)[y]
+    # rank 1 starts from other weights: the broadcast from rank 0 must overwrite them
+    net = make_net(dtype, backend, seed=rank, sizes=sizes, loss=loss)
+    arrays.update({f"before_{k}": v for k, v in _params(net).items()})
+    if case == "bad_shard" and rank == 1:
+        X = X.copy()
+        X[3, 2] = np.nan
+    if case == "diverge" and rank == 1:  # the squared error of its 3rd batch overflows float32
+        y[2 * int(opts.get("batch", 4)) + 1] = 1e30
+    if case == "exception" and rank == 1:
+        calls = {"n": 0}
+        real = net._forward_backward
+
+        def failing(*args):
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise RuntimeError("injected failure on rank 1")
+            return real(*args)
+
+        net._forward_backward = failing
+    try:
+        if case == "evaluate":
+            report["scores"] = net.evaluate(X, y, comm=comm)
+        elif case == "save":
+            report["path"] = net.save(Path(outdir) / "model", comm=comm)
+        elif case == "save_fails":
+            report["path"] = net.save(Path(outdir) / "missing-folder" / "model", comm=comm)
+        else:
+            history = net.fit(X, y, epochs=int(opts.get("epochs", 1)), batch_size=int(opts.get("batch", 4)),
+                              mode=opts.get("mode", "sgd"), shuffle=False, progress=False, comm=comm,
+                              validation_data=(X, y) if opts.get("val") else None)
+            report["history"] = history
+            report["plan"] = net.plan(int(opts.get("batch", 4)), comm)
+    except Exception as exc:
+        report["error"], report["error_type"] = str(exc), type(exc).__name__
+        report["traceback"] = traceback.format_exc()
+    arrays.update(_params(net))
+    np.savez(Path(outdir) / f"rank{rank}.npz", **arrays)
+    Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], **dict(a.split("=", 1) for a in sys.argv[3:]))
