@@ -18,8 +18,12 @@ mean runs over the minibatches of all processes, computed by one
   an empty batch).  Each rank scales its batch-mean gradients by
   ``m_rank / M`` (its batch size over the step's global batch size, both known
   to every rank in advance), so the sum is the mean over the global batch,
-  short last batches and uneven shards counted right.  The same buffer carries
-  the loss, the number of correct predictions and a failure flag;
+  short last batches and uneven shards counted right.  The scale is applied to
+  the loss gradient, and the backward pass writes ``dw`` and ``db`` straight
+  into the one buffer that is reduced, so a step copies no gradient; after
+  the step the layers' ``dw`` and ``db`` hold the global mean gradients.  The
+  same buffer carries the loss, the number of correct predictions and a
+  failure flag;
 * every rank applies the same update to the same reduced gradient, so the
   replicas stay identical (MPI's sum of the same numbers is the same on every
   rank for the reductions MPICH and Open MPI use; with two ranks a + b = b + a
@@ -167,6 +171,11 @@ class DataParallel:
         for p in params:
             self.grads.append(self.buf[offset:offset + p.size].reshape(p.shape))
             offset += p.size
+        if mode == "sgd":
+            # the backward pass writes dw and db straight into the buffer (no copy per step)
+            for layer, dw, db in zip(net.layers, self.grads[0::2], self.grads[1::2], strict=True):
+                layer._store["dw"], layer._store["db"] = dw, db
+                layer.dw = layer.db = None  # DenseLayer._buffers picks them up
         self.allreduce_seconds = 0.0
 
     @property
@@ -182,10 +191,6 @@ class DataParallel:
         if self.buf[-1] != 0:
             _raise_failures(self.comm, error, f"training {what}")
 
-    def _pack(self, grads, scale):
-        for view, g in zip(self.grads, grads, strict=True):
-            np.multiply(g, scale, out=view)
-
     def epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         net = self.net
         total_loss = total_correct = 0.0
@@ -195,10 +200,10 @@ class DataParallel:
             self.buf[-3:-1] = 0
             try:
                 if m:
-                    loss = net._forward_backward(xb, tb, where)
+                    # scaled by this rank's share of the global batch, into the buffer
+                    loss = net._forward_backward(xb, tb, where, m / self.step_sizes[step - 1])
                     self.buf[-3] = loss * m
                     self.buf[-2] = net._batch_accuracy(tb)
-                    self._pack(net.gradients(), m / self.step_sizes[step - 1])
                 else:  # this rank's shard has run out: an empty contribution
                     self.buf[:-3] = 0
             except Exception as exc:
@@ -217,7 +222,8 @@ class DataParallel:
         try:
             acc, loss_sum, correct = net._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
             self.buf[-3], self.buf[-2] = loss_sum, correct
-            self._pack(acc, X.shape[0] / self.n_total)
+            for view, a in zip(self.grads, acc, strict=True):
+                np.multiply(a, X.shape[0] / self.n_total, out=view)
         except Exception as exc:
             error = exc
         self._reduce(error, f"at epoch {epoch}")

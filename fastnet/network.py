@@ -164,17 +164,22 @@ class NeuralNetwork:
         for i in range(len(self.layers) - 1, -1, -1):
             dout = self.layers[i]._backward(dout, compute_dx=i > 0)
 
-    def _forward_backward(self, x, t, where):
+    def _forward_backward(self, x, t, where, grad_scale=1.0):
         """Forward, loss and backward on validated data; returns the loss (a float).
 
         A loss that is not finite raises ``FloatingPointError`` naming ``where``
         before the backward pass, so no gradient of a diverged step exists.
+        ``grad_scale`` multiplies the loss gradient, and so every gradient of
+        the backward pass, which is linear in it (distributed training weights
+        each rank's gradients by its share of the global batch this way).
         """
         out = self._forward(x)
         loss = float(self._k.loss_value(self.loss.code, out, t))
         _check_loss(loss, where)
         dout = self._workspace("dout", out.shape[0], out.shape[1])
         self._k.loss_grad(self.loss.code, out, t, dout)
+        if grad_scale != 1.0:
+            dout *= grad_scale
         self._backward(dout)
         return loss
 

@@ -105,6 +105,8 @@ def main(case, outdir, **opts):
         report["error"], report["error_type"] = str(exc), type(exc).__name__
         report["traceback"] = traceback.format_exc()
     arrays.update(_params(net))
+    if case == "fit" and report["error"] is None:
+        arrays.update({f"grad{i}": g.copy() for i, g in enumerate(net.gradients())})
     np.savez(Path(outdir) / f"rank{rank}.npz", **arrays)
     Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
 

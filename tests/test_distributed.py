@@ -21,6 +21,7 @@ The worst seen over every case here was 1.7 eps (float32) and 1.5 eps
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,10 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, dtype):
     net = make_net(dtype, "numpy", seed=0)
     history = net.fit(X, y, epochs=1, batch_size=2 * b, shuffle=False, progress=False)
     assert_close(params_of(ranks[0][1]), net.parameters(), dtype)
+    # the layers' gradients are the last step's global means, as in one process
+    grads = [[arrays[f"grad{i}"] for i in range(len(net.gradients()))] for _, arrays in ranks]
+    assert_close(grads[0], net.gradients(), dtype)
+    assert all(np.array_equal(a, b) for a, b in zip(*grads, strict=True))
     for key in ("loss", "accuracy"):
         np.testing.assert_allclose(ranks[0][0]["history"][key], history[key], rtol=1e-5)
         assert ranks[0][0]["history"][key] == ranks[1][0]["history"][key]
@@ -264,6 +269,26 @@ def test_failed_save_raises_on_every_rank(tmp_path):
     (r0, _), (r1, _) = ranks
     assert r0["error_type"] == "FileNotFoundError"
     assert r1["error_type"] == "DistributedError" and "rank 0" in r1["error"]
+
+
+@needs_mpi
+def test_readme_mpi_snippet_runs(tmp_path):
+    """The README's MPI snippet, after the network and data of its API example."""
+    pytest.importorskip("sklearn")
+    readme = (HERE.parent / "README.md").read_text()
+    api = re.search(r"## The API in one example\n\n```python\n(.*?)```", readme, re.S)[1]
+    snippet = re.search(r"## Data-parallel training over MPI.*?```python\n(.*?)```", readme, re.S)[1]
+    code = (api.split("history = net.fit(")[0] + snippet
+            + "\nprint('RANK', comm.rank, 'ACCURACY', scores['accuracy'], len(history['loss']))\n")
+    (tmp_path / "snippet.py").write_text(code)
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "snippet.py"],
+                          capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    found = sorted(re.findall(r"RANK (\d) ACCURACY ([\d.]+) 30", proc.stdout))
+    assert [r for r, _ in found] == ["0", "1"], proc.stdout
+    assert found[0][1] == found[1][1] and float(found[0][1]) >= 0.95  # global: the same on both ranks
+    assert (tmp_path / "digits.npz").exists()
 
 
 @needs_mpi
