@@ -122,7 +122,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="1,2,4,8,16,32,64,128,256,1024,4096")
     parser.add_argument("--out", default="latency-out")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=11)
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     threads = fn.get_num_threads()
