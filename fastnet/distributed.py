@@ -130,7 +130,7 @@ def _signature(net, fit_args):
 
 def check_replicas(comm, net, fit_args):
     """Raise the same ValueError on every rank when the replicas differ."""
-    sigs = comm.allgather(_signature(net, fit_args))
+    sigs = comm.allgather(agree(comm, lambda: _signature(net, fit_args), "fit"))
     for rank, sig in enumerate(sigs[1:], start=1):
         for key, value in sig.items():
             if value != sigs[0][key]:

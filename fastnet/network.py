@@ -297,19 +297,19 @@ class NeuralNetwork:
         """
         fit_args = (epochs, batch_size, mode, shuffle, validation_data, rng)
         if comm is None:
-            epochs, batch_size, X, T, val = self._fit_checks(X, y, *fit_args)
+            epochs, batch_size, X, T, val, rng = self._fit_checks(X, y, *fit_args)
             dp = None
         else:
             from fastnet import distributed
 
             distributed.check_comm(comm)
-            epochs, batch_size, X, T, val = distributed.agree(
+            # every check that can fail on one rank runs under agree(), before any change
+            epochs, batch_size, X, T, val, rng = distributed.agree(
                 comm, lambda: self._fit_checks(X, y, *fit_args), "fit")
             distributed.check_replicas(comm, self, (epochs, batch_size, mode, bool(shuffle), val is not None))
             dp = distributed.DataParallel(self, comm, X.shape[0], batch_size, mode)
             distributed.broadcast_state(comm, self)
             progress = progress and comm.Get_rank() == 0
-        rng = np.random.default_rng(rng)
         n = X.shape[0]
         starts = range(0, n, batch_size) if dp is None or mode == "gd" else dp.starts
         history = {"loss": []}
@@ -352,7 +352,8 @@ class NeuralNetwork:
         return history
 
     def _fit_checks(self, X, y, epochs, batch_size, mode, shuffle, validation_data, rng):
-        """fit's arguments validated: (epochs, batch_size, X, T, validation pair or None)."""
+        """fit's arguments validated: (epochs, batch_size, X, T, validation pair or
+        None, random Generator)."""
         epochs = positive_int(epochs, "epochs")
         batch_size = positive_int(batch_size, "batch_size")
         if mode not in MODES:
@@ -369,7 +370,11 @@ class NeuralNetwork:
                 val = self._check_xy(*validation_data)
             except (TypeError, ValueError) as exc:  # say which X and y were wrong
                 raise type(exc)(f"validation_data: {exc}") from None
-        return epochs, batch_size, X, T, val
+        try:
+            rng = np.random.default_rng(rng)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"rng must be None, an int or a numpy Generator, got {rng!r} ({exc})") from None
+        return epochs, batch_size, X, T, val, rng
 
     def _batches(self, X, T, order, starts, batch_size):
         """(step, x, t) per minibatch; shuffled batches are gathered into two

@@ -18,6 +18,11 @@ import numpy as np
 import fastnet as fn
 
 SIZES = (12, 16, 16, 5)
+SHUFFLE_SEED = 100  # rank r shuffles its shard with default_rng(SHUFFLE_SEED + r)
+
+
+def make_optimizer(name):
+    return fn.Adam(1e-2) if name == "adam" else fn.SGD(0.1, momentum=0.9)
 
 
 def make_net(dtype, backend, seed=0, sizes=SIZES, optimizer=None, loss="softmax_cross_entropy"):
@@ -70,7 +75,10 @@ def main(case, outdir, **opts):
         loss = "mse"
         y = np.eye(sizes[-1], dtype=dtype)[y]
     # rank 1 starts from other weights: the broadcast from rank 0 must overwrite them
-    net = make_net(dtype, backend, seed=rank, sizes=sizes, loss=loss)
+    net = make_net(dtype, backend, seed=rank, sizes=sizes, loss=loss,
+                   optimizer=make_optimizer(opts.get("optimizer", "sgd")))
+    if opts.get("warm1") and rank == 1:  # rank 1 also has optimizer state of its own: overwritten too
+        net.fit(X, y, batch_size=3, progress=False, rng=5)
     arrays.update({f"before_{k}": v for k, v in _params(net).items()})
     if case == "bad_shard" and rank == 1:
         X = X.copy()
@@ -96,11 +104,12 @@ def main(case, outdir, **opts):
         elif case == "save_fails":
             report["path"] = net.save(Path(outdir) / "missing-folder" / "model", comm=comm)
         else:
+            rng = "not a seed" if case == "bad_rng" and rank == 1 else SHUFFLE_SEED + rank
             history = net.fit(X, y, epochs=int(opts.get("epochs", 1)), batch_size=int(opts.get("batch", 4)),
-                              mode=opts.get("mode", "sgd"), shuffle=False, progress=False, comm=comm,
+                              mode=opts.get("mode", "sgd"), shuffle=bool(int(opts.get("shuffle", 0))),
+                              progress=False, comm=comm, rng=rng,
                               validation_data=(X, y) if opts.get("val") else None)
             report["history"] = history
-            report["plan"] = net.plan(int(opts.get("batch", 4)), comm)
     except Exception as exc:
         report["error"], report["error_type"] = str(exc), type(exc).__name__
         report["traceback"] = traceback.format_exc()
