@@ -480,6 +480,17 @@ def flush_subnormal(a):
 
 
 @_inline
+def _momentum_rule(wi, vr, j, dj, lr, mu, nesterov, tiny, zero):
+    """The SGD momentum rule for element j of a row, given its gradient dj (weight
+    decay included): the velocity, flushed to zero when subnormal, then the step."""
+    vj = mu * vr[j] + dj
+    if abs(vj) < tiny:  # flush_subnormal, fused
+        vj = zero
+    vr[j] = vj
+    wi[j] -= lr * (dj + mu * vj if nesterov else vj)
+
+
+@_inline
 def _sgd_row(p, g, v, lr, mu, wd, nesterov, tiny):
     """The SGD rule of ``_numpy.sgd_step`` on 1-D arrays of one dtype, scalars
     already in that dtype; v is read and written only when mu is not 0."""
@@ -489,12 +500,7 @@ def _sgd_row(p, g, v, lr, mu, wd, nesterov, tiny):
         return
     zero = p.dtype.type(0)
     for i in range(p.size):
-        d = g[i] + wd * p[i]
-        vi = mu * v[i] + d
-        if abs(vi) < tiny:  # flush_subnormal, fused
-            vi = zero
-        v[i] = vi
-        p[i] -= lr * (d + mu * vi if nesterov else vi)
+        _momentum_rule(p, v, i, g[i] + wd * p[i], lr, mu, nesterov, tiny, zero)
 
 
 @_jit
@@ -649,16 +655,6 @@ def _update_rows_plain(x, g, gl, w, inv, lr, wd, last):
             _row_grad_head(x, g, i, last, inv, d)
             for j in range(n):
                 wi[j] -= lr * (d[j] + wd * wi[j] + _dot4(x0, x1, x2, x3, g0, g1, g2, g3, j))
-
-
-@_inline
-def _momentum_rule(wi, vr, j, dj, lr, mu, nesterov, tiny, zero):
-    """The SGD momentum rule of ``_sgd_row`` for element j, given its gradient dj."""
-    vj = mu * vr[j] + dj
-    if abs(vj) < tiny:  # flush_subnormal, fused
-        vj = zero
-    vr[j] = vj
-    wi[j] -= lr * (dj + mu * vj if nesterov else vj)
 
 
 @_jit_fma

@@ -93,6 +93,13 @@ def assert_close(got, want, dtype, steps, terms):
         assert err.max() <= tol, f"max scaled difference {err.max():.3g} > {tol:.3g}"
 
 
+def assert_unchanged(ranks):
+    """Every rank's parameters are bytewise those it had before the call."""
+    for _, arrays in ranks:
+        for before, after in zip(params_of(arrays, "before_"), params_of(arrays), strict=True):
+            assert np.array_equal(before, after)
+
+
 def assert_replicas_identical(ranks):
     for a, b in zip(params_of(ranks[0][1]), params_of(ranks[1][1]), strict=True):
         assert np.array_equal(a, b), "the two replicas differ"
@@ -226,23 +233,20 @@ def test_full_batch_gd_equals_one_process(tmp_path, dtype):
 @pytest.mark.parametrize("case", ["mismatch_sizes", "mismatch_dtype"])
 def test_different_replicas_fail_on_every_rank(tmp_path, case):
     ranks = run_case(tmp_path, case)
-    for report, arrays in ranks:
+    for report, _ in ranks:
         assert report["error_type"] == "ValueError"
         assert "replicas differ" in report["error"]
         assert ("layer sizes" if case == "mismatch_sizes" else "dtype") in report["error"]
-        for before, after in zip(params_of(arrays, "before_"), params_of(arrays), strict=True):
-            assert np.array_equal(before, after)  # nothing was broadcast or trained
+    assert_unchanged(ranks)  # nothing was broadcast or trained
 
 
 @needs_mpi
 def test_bad_shard_fails_on_every_rank_and_changes_nothing(tmp_path):
     ranks = run_case(tmp_path, "bad_shard")
-    (r0, a0), (r1, a1) = ranks
+    (r0, _), (r1, _) = ranks
     assert r1["error_type"] == "ValueError" and "NaN" in r1["error"]  # its own error
     assert r0["error_type"] == "DistributedError" and "rank 1" in r0["error"] and "NaN" in r0["error"]
-    for _, arrays in ranks:
-        for before, after in zip(params_of(arrays, "before_"), params_of(arrays), strict=True):
-            assert np.array_equal(before, after)
+    assert_unchanged(ranks)
 
 
 @needs_mpi
@@ -277,9 +281,7 @@ def test_bad_argument_on_one_rank_fails_on_every_rank_and_changes_nothing(tmp_pa
     (r0, _), (r1, _) = ranks
     assert r1["error_type"] == "TypeError" and "rng" in r1["error"]
     assert r0["error_type"] == "DistributedError" and "rank 1" in r0["error"] and "rng" in r0["error"]
-    for _, arrays in ranks:
-        for before, after in zip(params_of(arrays, "before_"), params_of(arrays), strict=True):
-            assert np.array_equal(before, after)
+    assert_unchanged(ranks)
 
 
 @needs_mpi
