@@ -40,6 +40,7 @@ and the gradients are what the ranks must add.  mpi4py is imported only when
 a communicator is given.
 """
 
+import os
 import time
 
 import numpy as np
@@ -73,8 +74,6 @@ def threads_per_rank(comm):
     """The cores of this machine divided among the ranks that share it (at
     least 1): pass it to ``fastnet.set_num_threads`` so that the ranks on one
     machine do not oversubscribe its cores."""
-    import os
-
     MPI = mpi()
     local = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
@@ -158,11 +157,11 @@ class DataParallel:
         self.sizes = comm.allgather(n_local)
         self.n_total = sum(self.sizes)
         self.batch_size = batch_size
-        steps = max(-(-n // batch_size) for n in self.sizes)
-        self.steps = steps if mode == "sgd" else -(-n_local // batch_size)
-        # the global batch of every step, the same on every rank
+        # mode "sgd": every rank takes the steps of the largest shard, and knows
+        # the global batch of every step
+        self.steps = max(-(-n // batch_size) for n in self.sizes)
         self.step_sizes = [sum(min(batch_size, max(0, n - s * batch_size)) for n in self.sizes)
-                           for s in range(steps)]
+                           for s in range(self.steps)]
         params = net.parameters()
         n_params = sum(p.size for p in params)
         # gradients, then loss * m, correct predictions and the failure flag: one Allreduce
