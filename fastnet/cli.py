@@ -20,7 +20,7 @@ def _profile(args):
 def _demo(args):
     from fastnet.examples import digits
 
-    return digits.main(args.rest)
+    return digits.run(args.rest)
 
 
 def main(argv=None):

@@ -12,7 +12,9 @@ and rank 0 prints the global metrics.
 """
 
 import argparse
+import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -98,17 +100,18 @@ def main(argv=None):
     return 0
 
 
-def _run_distributed_safely():
-    """Under mpiexec, an uncaught exception on one rank aborts every rank
-    (MPI_Abort) instead of leaving the others waiting in a collective."""
+def run(argv=None):
+    """``main``; under ``--distributed``, an uncaught exception on one rank
+    aborts every rank (MPI_Abort) instead of leaving the others waiting in a
+    collective (what ``python -m mpi4py`` does for a script)."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--distributed" not in args:
+        return main(argv)
     try:
-        return main()
+        return main(argv)
     except SystemExit:
         raise
     except BaseException:
-        import sys
-        import traceback
-
         traceback.print_exc()
         sys.stderr.flush()
         from fastnet.distributed import mpi
@@ -117,6 +120,4 @@ def _run_distributed_safely():
 
 
 if __name__ == "__main__":
-    import sys
-
-    raise SystemExit(_run_distributed_safely() if "--distributed" in sys.argv else main())
+    raise SystemExit(run())
