@@ -31,7 +31,8 @@ SIZES = (784, 256, 256, 10)
 LR = 1e-3
 
 
-def _fastnet_net(backend):
+def build_mlp(backend):
+    """The 784-256-256-10 MLP of these benchmarks (ReLU, softmax cross-entropy, SGD(LR))."""
     layers = [fn.DenseLayer("relu", SIZES[0], neurons_num=SIZES[1], rng=0),
               fn.DenseLayer("relu", neurons_num=SIZES[2], rng=1),
               fn.DenseLayer("identity", neurons_num=SIZES[3], rng=2)]
@@ -41,12 +42,12 @@ def _fastnet_net(backend):
 def fastnet_cases(x, y):
     cases = {}
     if "numba" in fn.available_backends():
-        planned, fused, layered = _fastnet_net("numba"), _fastnet_net("numba"), _fastnet_net("numba")
+        planned, fused, layered = build_mlp("numba"), build_mlp("numba"), build_mlp("numba")
         t = fused.loss.prepare_targets(y, x.shape[0], SIZES[-1], np.float32)
         cases["fastnet"] = lambda: planned.train_step(x, y)  # the path net.plan() picks
         cases["fused (forced)"] = lambda: fused._fused_step(x, t, "")
         cases["layered numba"] = lambda: layered.train_step(x, y, keep_grads=True)
-    ref = _fastnet_net("numpy")
+    ref = build_mlp("numpy")
     cases["numpy reference"] = lambda: ref.train_step(x, y)
     return cases
 

@@ -33,25 +33,14 @@ import sys
 import time
 
 import numpy as np
+from common import classification_inputs
+from latency import SIZES, build_mlp
 
 import fastnet as fn
 from fastnet.distributed import mpi
 from fastnet.info import environment
 
-SIZES = (784, 256, 256, 10)
 EPOCHS = 3
-
-
-def build(backend):
-    layers = [fn.DenseLayer("relu", SIZES[0], neurons_num=SIZES[1], rng=0),
-              fn.DenseLayer("relu", neurons_num=SIZES[2], rng=1),
-              fn.DenseLayer("identity", neurons_num=SIZES[3], rng=2)]
-    return fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(1e-3), backend=backend)
-
-
-def data(n, seed):
-    rng = np.random.default_rng(seed)
-    return rng.standard_normal((n, SIZES[0]), dtype=np.float32), rng.integers(0, SIZES[-1], n)
 
 
 def nap_until_released(comm):
@@ -85,8 +74,8 @@ def main(argv=None):
     results = []
     for G in [int(b) for b in args.batches.split(",")]:
         # steps per block: about args.seconds at 1 process, measured once
-        probe = build(args.backend)
-        Xp, yp = data(G, 99)
+        probe = build_mlp(args.backend)
+        Xp, yp = classification_inputs(G, SIZES[0], SIZES[-1], np.float32)
         if rank == 0:
             probe.fit(Xp, yp, batch_size=G, progress=False)
             start = time.perf_counter()
@@ -97,8 +86,9 @@ def main(argv=None):
                    "2 ranks, strong": (comm, G // 2, 2), "2 ranks, weak": (comm, G, 2)}
         if same_machine:
             configs["1 process, 2 threads"] = (None, G, 2)
-        nets = {name: build(args.backend) for name in configs}
-        shards = {name: data(steps * b, seed=rank) for name, (_, b, _) in configs.items()}
+        nets = {name: build_mlp(args.backend) for name in configs}
+        shards = {name: classification_inputs(steps * b, SIZES[0], SIZES[-1], np.float32)
+                  for name, (_, b, _) in configs.items()}
         times = {name: [] for name in configs}
         share = {name: [] for name in configs}
         for round_ in range(args.rounds + 1):  # round 0 is warm-up

@@ -65,13 +65,19 @@ needs_mpi = pytest.mark.skipif(MPIEXEC is None, reason=str(WHY))
 EPS = {np.dtype(t): float(np.finfo(t).eps) for t in (np.float32, np.float64)}
 
 
+def mpiexec(args, cwd=None):
+    """``mpiexec -n 2 python ARGS`` with one thread per rank; its stdout, once
+    it exited 0 within TIMEOUT seconds."""
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
+    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, *args], capture_output=True, text=True,
+                          timeout=TIMEOUT, env=env, cwd=cwd)
+    assert proc.returncode == 0, f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
 def run_case(tmp_path, case, **opts):
     """Run one case on 2 ranks; returns the two ranks' (report, arrays)."""
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    cmd = [MPIEXEC, "-n", "2", sys.executable, str(HERE / "mpi_cases.py"), case, str(tmp_path)]
-    cmd += [f"{k}={v}" for k, v in opts.items()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
-    assert proc.returncode == 0, f"mpiexec failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+    mpiexec([str(HERE / "mpi_cases.py"), case, str(tmp_path), *(f"{k}={v}" for k, v in opts.items())])
     out = []
     for rank in (0, 1):
         report = json.loads((tmp_path / f"rank{rank}.json").read_text())
@@ -325,10 +331,7 @@ def test_readme_mpi_snippet_runs(tmp_path):
     code = (api.split("history = net.fit(")[0] + snippet  # each rank writes a file: stdout interleaves
             + "\nopen(f'rank{comm.rank}.txt', 'w').write(f\"{scores['accuracy']} {len(history['loss'])}\")\n")
     (tmp_path / "snippet.py").write_text(code)
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    proc = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "mpi4py", "snippet.py"],
-                          capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    mpiexec(["-m", "mpi4py", "snippet.py"], cwd=tmp_path)
     found = [(tmp_path / f"rank{rank}.txt").read_text().split() for rank in (0, 1)]
     assert found[0][1] == found[1][1] == "30"  # epochs
     assert found[0][0] == found[1][0] and float(found[0][0]) >= 0.95  # global: the same on both ranks
@@ -337,16 +340,12 @@ def test_readme_mpi_snippet_runs(tmp_path):
 
 @needs_mpi
 def test_distributed_example_runs(tmp_path):
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    proc = subprocess.run(
-        [MPIEXEC, "-n", "2", sys.executable, "-m", "fastnet.examples.digits", "--distributed",
-         "--epochs", "10", "--no-progress", "--backend", "numpy"],
-        capture_output=True, text=True, timeout=TIMEOUT, env=env, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("test accuracy")]
-    assert len(lines) == 1, proc.stdout  # printed by rank 0 only
+    stdout = mpiexec(["-m", "fastnet.examples.digits", "--distributed", "--epochs", "10", "--no-progress",
+                      "--backend", "numpy"], cwd=tmp_path)
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("test accuracy")]
+    assert len(lines) == 1, stdout  # printed by rank 0 only
     assert float(lines[0].split()[2].rstrip(";")) >= 0.95
-    assert "2 ranks" in proc.stdout
+    assert "2 ranks" in stdout
 
 
 def test_comm_must_be_a_communicator():
