@@ -1,6 +1,6 @@
 """Data-parallel scaling over MPI: 2 ranks against 1, SGD on a 784-256-256-10 MLP.
 
-    mpiexec -n 2 python benchmarks/mpi_scaling.py [--batches 256,4096] [--rounds 7] [--out DIR]
+    mpiexec -n 2 python -m benchmarks.mpi_scaling [--batches 256,4096] [--rounds 7] [--out DIR]
 
 Needs ``pip install -e ".[jit,mpi]"``.  One BLAS/JIT thread per rank.  For
 each global batch G, in one run, configurations alternate round by round and
@@ -33,12 +33,13 @@ import sys
 import time
 
 import numpy as np
-from common import classification_inputs
-from latency import SIZES, build_mlp
 
 import fastnet as fn
 from fastnet.distributed import mpi
 from fastnet.info import environment
+
+from .common import classification_inputs
+from .latency import SIZES, build_mlp
 
 EPOCHS = 3
 
