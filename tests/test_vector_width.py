@@ -1,0 +1,51 @@
+"""The JIT kernels ask LLVM for 512-bit vectors on the CPUs listed in
+``kernels/_numba.py`` (``WIDE_VECTORS``), and keep LLVM's own choice elsewhere.
+
+The kernels are compiled afresh here (numba cannot show the machine code of a
+kernel loaded from its cache), and their multiply-adds are counted by
+register width in the assembly.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from numba import njit  # noqa: E402
+from numba.core import config  # noqa: E402
+
+from fastnet.kernels import _numba as J  # noqa: E402
+
+pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: nothing is compiled")
+
+
+def _fma_counts(monkeypatch, wide):
+    """Fresh compile of the forward loops with WIDE_VECTORS = wide: {"zmm": n, "ymm": n}."""
+    monkeypatch.setattr(J, "WIDE_VECTORS", wide)
+    kernel = njit(fastmath={"contract"})(J._forward_loops.py_func)
+    x = np.ones((4, 40), np.float32)
+    w = np.ones((40, 300), np.float32)
+    a, y = np.empty((4, 300), np.float32), np.empty((4, 300), np.float32)
+    kernel(x, w, np.zeros((1, 300), np.float32), 0, np.float32(0), J._consts(x), a, y)
+    np.testing.assert_array_equal(a, 40.0)  # sums of 40 ones: exact at any width
+    asm = next(iter(kernel.inspect_asm().values()))
+    return {reg: len(re.findall(rf"vfmadd\w*\s[^\n]*{reg}", asm)) for reg in ("zmm", "ymm")}
+
+
+def test_the_choice_follows_numbas_cpu_name():
+    from numba.core.registry import cpu_target
+
+    assert J._host_cpu_name() == cpu_target.target_context.codegen()._get_host_cpu_name()
+    assert J.WIDE_VECTORS == (J._host_cpu_name() in J._WIDE_VECTOR_CPUS)
+
+
+def test_without_the_hint_no_512_bit_multiply_adds(monkeypatch):
+    assert _fma_counts(monkeypatch, False)["zmm"] == 0
+
+
+@pytest.mark.skipif(not J.WIDE_VECTORS, reason="this CPU keeps LLVM's vector width")
+def test_with_the_hint_the_loops_use_512_bit_multiply_adds(monkeypatch):
+    counts = _fma_counts(monkeypatch, True)
+    assert counts["zmm"] > counts["ymm"]
