@@ -376,18 +376,22 @@ def _input_grad_small(dz, w, dx):
 
 
 # -- dense layer: dispatch by batch size -----------------------------------------------
-# Measured on the 2-core target (python benchmarks/kernel_thresholds.py N_IN N_OUT), float32:
+# Measured on the 2-core target (python benchmarks/kernel_thresholds.py N_IN N_OUT),
+# float32, with the loops' 512-bit vectors (see WIDE_VECTORS):
 # OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
-# writing dw takes 20-300 us, and its dz @ w.T for 2 to 8 rows costs 2-4x our
-# dot products; for large weights (>= 1 MiB) x.T @ dz stays slower up to 4-8
-# rows (4 MiB: up to 8 rows, 419 against 568 us at 1024 x 1024, B = 8).
-# Everywhere else BLAS is as fast or faster, x @ w included.
-DW_LOOPS_MAX_BATCH = 1  # x.T @ dz by compiled loops up to this batch size ...
-DW_LOOPS_MAX_BATCH_BIG = 4  # ... up to this one when the weights are big ...
+# writing dw takes 20-300 us; for 2-12 rows our loops beat it by 1.3-2x while
+# the weights fit in a core's L2 (1-2 MiB: 512 x 512, 640 x 640), and up to 8
+# rows beyond (1024 x 1024: 412 against 918 us at B = 8).  Below 1 MiB the two
+# are level from 4 rows on.  dz @ w.T for 2 to 12 rows costs 1.1-2.5x our dot
+# products (up to 8 rows beyond L2).  Everywhere else BLAS is as fast or
+# faster, x @ w included.
+DW_LOOPS_MAX_BATCH = 2  # x.T @ dz by compiled loops up to this batch size ...
+DW_LOOPS_MAX_BATCH_BIG = 12  # ... up to this one when the weights are big ...
 BIG_WEIGHTS_BYTES = 1 << 20
 DW_LOOPS_MAX_BATCH_HUGE = 8  # ... and up to this one when they are bigger still
 HUGE_WEIGHTS_BYTES = 4 << 20
-DX_LOOPS_BATCHES = (2, 8)  # dz @ w.T by compiled loops for batch sizes in this range
+DX_LOOPS_BATCHES = (2, 12)  # dz @ w.T by compiled loops for batch sizes in this range ...
+DX_LOOPS_MAX_BATCH_HUGE = 8  # ... capped at this one when the weights are huge
 
 
 def _dw_by_loops(batch, w_bytes):
@@ -396,6 +400,13 @@ def _dw_by_loops(batch, w_bytes):
     if w_bytes >= BIG_WEIGHTS_BYTES:
         return batch <= DW_LOOPS_MAX_BATCH_BIG
     return batch <= DW_LOOPS_MAX_BATCH
+
+
+def _dx_by_loops(batch, w_bytes):
+    low, high = DX_LOOPS_BATCHES
+    if w_bytes >= HUGE_WEIGHTS_BYTES:
+        high = min(high, DX_LOOPS_MAX_BATCH_HUGE)
+    return low <= batch <= high
 
 
 def dense_forward(x, w, b, kind, alpha, a, y):
@@ -424,8 +435,7 @@ def _weight_grad(x, dz, dw):
 
 def input_grad(dz, w, dx):
     """Same contract as ``_numpy.input_grad``."""
-    low, high = DX_LOOPS_BATCHES
-    if low <= dz.shape[0] <= high:
+    if _dx_by_loops(dz.shape[0], w.nbytes):
         _input_grad_small(dz, w, dx)
     else:
         np.matmul(dz, w.T, out=dx)

@@ -37,7 +37,8 @@ DX_LOW, DX_HIGH = J.DX_LOOPS_BATCHES
 THRESHOLD_BATCHES = sorted({1, 2, J.DW_LOOPS_MAX_BATCH, J.DW_LOOPS_MAX_BATCH + 1,
                             J.DW_LOOPS_MAX_BATCH_BIG, J.DW_LOOPS_MAX_BATCH_BIG + 1,
                             J.DW_LOOPS_MAX_BATCH_HUGE, J.DW_LOOPS_MAX_BATCH_HUGE + 1,
-                            DX_LOW - 1, DX_LOW, DX_HIGH, DX_HIGH + 1} - {0})
+                            DX_LOW - 1, DX_LOW, DX_HIGH, DX_HIGH + 1,
+                            J.DX_LOOPS_MAX_BATCH_HUGE, J.DX_LOOPS_MAX_BATCH_HUGE + 1} - {0})
 SMALL = DX_HIGH
 ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
 
