@@ -15,7 +15,8 @@ import numpy as np
 from threadpoolctl import threadpool_info
 
 import fastnet
-from fastnet.backend import available_backends, get_default_backend, resolve_backend
+from fastnet.backend import available_backends, get_default_backend, kernels_for, resolve_backend
+from fastnet.kernels import _blas
 
 
 def cpu_model():
@@ -52,11 +53,12 @@ def jit_cache_state():
 
 def environment():
     """A dict of everything a benchmark result depends on."""
-    numba_version = None
+    numba_version = wide_vectors = None
     if "numba" in available_backends():
         import numba
 
         numba_version = numba.__version__
+        wide_vectors = kernels_for("numba").WIDE_VECTORS
     return {
         "fastnet": fastnet.__version__,
         "python": platform.python_version(),
@@ -67,6 +69,8 @@ def environment():
         "platform": platform.platform(),
         "backends": list(available_backends()),
         "default_backend": f"{get_default_backend()} -> {resolve_backend(None)}",
+        "direct_gemm": _blas.available(),
+        "jit_512_bit_vectors": wide_vectors,
         "threadpools": [
             {k: pool.get(k) for k in ("user_api", "internal_api", "version", "num_threads", "filepath")}
             for pool in threadpool_info()
@@ -106,6 +110,10 @@ def print_info(with_compile_times=False, out=sys.stdout):
     for pool in env["threadpools"]:
         w(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
           f"{pool['num_threads']} threads ({pool['filepath']})\n")
+    w(f"direct BLAS gemm (alpha, beta): {env['direct_gemm'] or 'none found, NumPy fallback'}\n")
+    if env["jit_512_bit_vectors"] is not None:
+        w(f"JIT loops with 512-bit vectors: {'yes' if env['jit_512_bit_vectors'] else 'no'} "
+          "(chosen by CPU model)\n")
     w("threads: fastnet.set_num_threads(n) limits BLAS and numba together; "
       f"now {fastnet.get_num_threads()}\n")
     for key, value in env["env"].items():

@@ -29,6 +29,7 @@ from numba.core import config as numba_config
 from numba.extending import intrinsic
 
 from . import _numpy as _ref
+from ._blas import gemm
 from ._numpy import (
     _GELU_C,
     _GELU_CLIP,
@@ -427,8 +428,8 @@ def _weight_grad(x, dz, dw):
     batch = x.shape[0]
     if _dw_by_loops(batch, dw.nbytes):
         _weight_grad_small(x, dz, dw)
-    else:
-        np.matmul(x.T, dz, out=dw)
+    elif not gemm(1.0 / batch, x.T, dz, 0.0, dw):  # BLAS applies the 1/B itself
+        np.matmul(x.T, dz, out=dw)  # no direct BLAS here: scale in a second pass
         np.multiply(dw, dw.dtype.type(1.0 / batch), out=dw)
     return dw
 

@@ -1,0 +1,119 @@
+"""``C = alpha * A @ B + beta * C`` by a direct call of the BLAS that NumPy uses.
+
+``np.matmul`` has no ``alpha`` and no ``beta``, so a scaled product costs an
+extra pass over its result (``dw = x.T @ dz / B``), and an update ``w -= lr *
+x.T @ g`` needs a temporary.  ``gemm`` calls BLAS's own ``?gemm``, which
+applies both inside the product.
+
+Only OpenBLAS is supported, found among the libraries loaded in the process
+by threadpoolctl (NumPy's own first): its CBLAS symbols may carry a prefix and
+a suffix (``scipy_cblas_sgemm64_`` in NumPy's wheels), and its integers are 64
+bits wide when its configuration string says ``USE64BITINT``.  Where no
+OpenBLAS is found, or an operand's memory layout is not one BLAS can read,
+``gemm`` returns ``None`` and the caller falls back to NumPy; ``available()``
+tells which.
+"""
+
+import ctypes
+import itertools
+
+import numpy as np
+
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
+
+class _Gemm:
+    """The ctypes functions ``?gemm`` of one OpenBLAS library."""
+
+    def __init__(self, path):
+        lib = ctypes.CDLL(path)
+        for prefix, suffix in itertools.product(("", "scipy_"), ("", "64_", "_64")):
+            names = (f"{prefix}cblas_sgemm{suffix}", f"{prefix}openblas_get_config{suffix}")
+            if all(hasattr(lib, name) for name in names):
+                break
+        else:
+            raise LookupError(f"no cblas_sgemm in {path}")
+        config = getattr(lib, f"{prefix}openblas_get_config{suffix}")
+        config.restype = ctypes.c_char_p
+        int_t = ctypes.c_int64 if b"USE64BITINT" in (config() or b"") else ctypes.c_int32
+        self.path = path
+        self.functions = {}
+        for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
+            f = getattr(lib, f"{prefix}cblas_{letter}gemm{suffix}")
+            f.restype = None
+            f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, int_t, int_t, int_t, real,
+                          ctypes.c_void_p, int_t, ctypes.c_void_p, int_t, real, ctypes.c_void_p, int_t]
+            self.functions[np.dtype(dtype)] = f
+
+
+def _find():
+    try:
+        from threadpoolctl import threadpool_info
+
+        paths = [p["filepath"] for p in threadpool_info() if p.get("internal_api") == "openblas"]
+    except Exception:  # threadpoolctl could not inspect this process: no direct BLAS
+        return None
+    paths.sort(key=lambda p: "numpy" not in p)  # NumPy's own library first
+    for path in paths:
+        try:
+            return _Gemm(path)
+        except (OSError, LookupError, AttributeError):
+            continue
+    return None
+
+
+_GEMM = None
+_SEARCHED = False
+
+
+def _library():
+    global _GEMM, _SEARCHED
+    if not _SEARCHED:
+        _GEMM, _SEARCHED = _find(), True
+    return _GEMM
+
+
+def available():
+    """The path of the OpenBLAS library ``gemm`` calls, or None (NumPy fallback)."""
+    lib = _library()
+    return None if lib is None else lib.path
+
+
+def _operand(m):
+    """(transpose flag, leading dimension) of a 2-D operand BLAS can read in place, or None."""
+    item = m.itemsize
+    s0, s1 = m.strides
+    rows, cols = m.shape
+    if (s1 == item or cols == 1) and s0 % item == 0 and s0 // item >= max(cols, 1):
+        return _NO_TRANS, max(s0 // item, 1)
+    if (s0 == item or rows == 1) and s1 % item == 0 and s1 // item >= max(rows, 1):
+        return _TRANS, max(s1 // item, 1)
+    return None
+
+
+def gemm(alpha, a, b, beta, c):
+    """c = alpha * a @ b + beta * c in place, by BLAS; True when done.
+
+    a (m x k), b (k x n) and c (m x n) are 2-D arrays of one dtype, float32 or
+    float64; c must be C-contiguous.  a and b may be transposed views of
+    C-contiguous arrays or rows of a larger one.  Returns ``None``, without
+    touching c, when no BLAS is available or a layout does not fit: compute
+    it another way then.  As in BLAS, ``beta = 0`` ignores c's old values.
+    """
+    lib = _library()
+    if lib is None or not c.flags.c_contiguous:
+        return None
+    f = lib.functions.get(c.dtype)
+    if f is None or a.dtype != c.dtype or b.dtype != c.dtype:
+        return None
+    (m, k), (k2, n) = a.shape, b.shape
+    if c.shape != (m, n) or k2 != k:
+        raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {c.shape} do not match")
+    if m == 0 or n == 0:
+        return True
+    ta, tb = _operand(a), _operand(b)
+    if ta is None or tb is None:
+        return None
+    f(_ROW_MAJOR, ta[0], tb[0], m, n, k, alpha, a.ctypes.data, ta[1], b.ctypes.data, tb[1],
+      beta, c.ctypes.data, max(n, 1))
+    return True

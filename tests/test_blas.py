@@ -1,0 +1,110 @@
+"""``fastnet.kernels._blas.gemm``: C = alpha A @ B + beta C by NumPy's own BLAS.
+
+Results are checked against the same product in float64 (or with extended
+precision for float64 inputs), within the rounding bound of a length-k dot
+product: |error| <= (k + 2) eps (|alpha| |A| @ |B| + |beta| |C|), where eps is
+the unit roundoff of the inputs' dtype (k multiply-adds, then the scaling by
+alpha and the addition of beta C).
+"""
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from fastnet.kernels import _blas
+
+DTYPES = [np.float32, np.float64]
+
+
+def _reference(alpha, a, b, beta, c):
+    wide = np.longdouble
+    ref = alpha * (a.astype(wide) @ b.astype(wide)) + beta * c.astype(wide)
+    bound = np.abs(alpha) * (np.abs(a).astype(wide) @ np.abs(b).astype(wide)) + abs(beta) * np.abs(c)
+    eps = np.finfo(a.dtype).eps / 2
+    return ref, (a.shape[1] + 2) * eps * bound
+
+
+def _layouts(rng, m, k, dtype):
+    """(m, k) operands in every layout gemm reads in place."""
+    size = max(m, k)
+    base = rng.standard_normal((2 * size, 3 * size)).astype(dtype)
+    return {
+        "C-contiguous": np.ascontiguousarray(base[:m, :k]),
+        "transposed": np.ascontiguousarray(base[:k, :m]).T,
+        "rows of a wider array": base[:m, size:size + k],
+        "every other row": base[:2 * m:2, :k],
+        "transposed rows of a wider array": base[:k, :m].T,
+    }
+
+
+needs_blas = pytest.mark.skipif(_blas.available() is None, reason="no OpenBLAS found in this process")
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha, beta", [(1.0, 0.0), (0.25, 0.0), (-0.1, 1.0), (1.0 / 3, 0.9)])
+def test_gemm_matches_the_product_in_every_layout(dtype, alpha, beta):
+    rng = np.random.default_rng(0)
+    m, k, n = 7, 33, 5
+    for name_a, a in _layouts(rng, m, k, dtype).items():
+        for name_b, b in _layouts(rng, k, n, dtype).items():
+            c0 = rng.standard_normal((m, n)).astype(dtype)
+            c = c0.copy()
+            assert _blas.gemm(alpha, a, b, beta, c), (name_a, name_b)
+            ref, bound = _reference(alpha, a, b, beta, c0)
+            assert np.all(np.abs(c - ref) <= bound), (name_a, name_b)
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_beta_zero_ignores_what_c_held(dtype):
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((4, 6)).astype(dtype), rng.standard_normal((6, 3)).astype(dtype)
+    c = np.full((4, 3), np.nan, dtype)
+    assert _blas.gemm(1.0, a, b, 0.0, c)
+    ref, bound = _reference(1.0, a, b, 0.0, np.zeros_like(c))
+    assert np.all(np.abs(c - ref) <= bound)
+
+
+@needs_blas
+def test_layouts_and_dtypes_blas_cannot_read_are_refused_untouched():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((4, 12)).astype(np.float32)
+    b = rng.standard_normal((6, 3)).astype(np.float32)
+    c = rng.standard_normal((4, 3)).astype(np.float32)
+    before = c.copy()
+    assert _blas.gemm(1.0, a[:, ::2], b, 0.0, c) is None  # no unit stride either way
+    assert _blas.gemm(1.0, a[:, :6].astype(np.float64), b, 0.0, c) is None  # mixed dtypes
+    assert _blas.gemm(1.0, a[:, :6], b, 0.0, np.asfortranarray(c)) is None  # c not C-contiguous
+    assert _blas.gemm(1.0, a[:, :6].astype(np.int64), b.astype(np.int64), 0.0, c.astype(np.int64)) is None
+    np.testing.assert_array_equal(c, before)
+
+
+@needs_blas
+def test_mismatched_shapes_raise():
+    a, b, c = np.ones((4, 6), np.float32), np.ones((5, 3), np.float32), np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match=r"\(4, 6\) @ \(5, 3\)"):
+        _blas.gemm(1.0, a, b, 0.0, c)
+
+
+def test_numpys_openblas_is_found_when_loaded():
+    """NumPy's wheels carry OpenBLAS: when threadpoolctl sees one, gemm must use it."""
+    if not any(p.get("internal_api") == "openblas" for p in threadpool_info()):
+        pytest.skip("no OpenBLAS loaded in this process")
+    assert _blas.available() is not None
+
+
+def test_without_blas_the_weight_gradient_falls_back_to_numpy(monkeypatch):
+    pytest.importorskip("numba")
+    from fastnet.kernels import _numba as J
+
+    monkeypatch.setattr(_blas, "_GEMM", None)
+    monkeypatch.setattr(_blas, "_SEARCHED", True)
+    assert _blas.available() is None
+    rng = np.random.default_rng(3)
+    batch = J.DW_LOOPS_MAX_BATCH_BIG + 5  # past every loop threshold: the BLAS branch
+    x, dz = rng.standard_normal((batch, 9)), rng.standard_normal((batch, 4))
+    dw = np.full((9, 4), np.nan)
+    J._weight_grad(x, dz, dw)
+    ref, bound = _reference(1.0 / batch, x.T, dz, 0.0, np.zeros((9, 4)))
+    assert np.all(np.abs(dw - ref) <= bound + np.finfo(np.float64).eps * np.abs(ref))
