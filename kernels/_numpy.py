@@ -171,6 +171,23 @@ def input_grad(dz, w, dx):
     return dx
 
 
+def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, db, dx, w, lr, weight_decay):
+    """A dense layer's backward pass with a plain SGD step on w (no momentum).
+
+    As ``dense_backward`` followed by ``input_grad`` (into dx, unless dx is
+    None) with the weights before the step, and then ``w -= lr * (dw +
+    weight_decay * w)``, where ``dw = x.T @ dz / B`` need not be materialised.
+    Overwrites dz and db as ``dense_backward`` does; the bias step is left to
+    the caller (``sgd_step`` on b and db).  Returns dx.
+    """
+    dw = np.empty_like(w)
+    dense_backward(x, a, y, dy, kind, alpha, dz, dw, db)
+    if dx is not None:
+        input_grad(dz, w, dx)
+    sgd_step(w, dw, w[:0], lr, 0.0, weight_decay, False)
+    return dx
+
+
 def softmax(z, out):
     """Row-wise softmax of logits z (B, C) into out (B, C); stable for large |z|."""
     e = np.exp(z - z.max(axis=1, keepdims=True))

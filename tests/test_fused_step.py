@@ -1,8 +1,10 @@
-"""The fused small-batch training step agrees with the layered reference path.
+"""The fast training paths agree with the layered reference path: the fused
+small-batch step, and the SGD step inside BLAS's weight-gradient product
+(``"sgd-in-gemm"``) for larger batches.
 
 Same data, same initial weights: one network on the numba backend (whose
-``train_step`` takes the fused path for small batches) and one on the numpy
-reference (layered).  Tolerances: one float32 step differs by rounding of
+``train_step`` takes the fast paths) and one on the numpy reference
+(layered).  Tolerances: one float32 step differs by rounding of
 the same sums in other orders, |d| <= 1e-5 |ref| + 1e-6 max|ref| (as in the
 JIT agreement tests); over 200 steps those differences are carried along by
 a training map that is close to a contraction at this learning rate, so the
@@ -52,6 +54,12 @@ OPTIMIZERS = {"sgd": lambda: fn.SGD(0.05), "momentum": lambda: fn.SGD(0.05, mome
 BATCHES = sorted({1, 2, 3, 7, 16, 64, FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1})
 
 
+def _expected_plan(batch, optimizer):
+    if batch <= FUSED_MAX_BATCH:
+        return "fused"
+    return "sgd-in-gemm" if optimizer == "sgd" else "layered"
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("loss", list(LOSSES))
@@ -59,7 +67,7 @@ BATCHES = sorted({1, 2, 3, 7, 16, 64, FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSE
 def test_one_step_agrees(activation, loss, optimizer, dtype):
     for batch in BATCHES:
         ref, jit = _pair(activation, loss, dtype, OPTIMIZERS[optimizer])
-        assert jit.plan(batch) == ("fused" if batch <= FUSED_MAX_BATCH else "layered")
+        assert jit.plan(batch) == _expected_plan(batch, optimizer)
         x, y = _data(loss, batch, dtype, seed=batch)
         tol = STEP_TOL[dtype]
         np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
@@ -107,6 +115,35 @@ def test_wide_layers_agree(activation, optimizer, dtype):
             np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
         for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
             _close(got, want, tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_fifty_sgd_in_gemm_steps_agree(weight_decay, dtype):
+    """Batches past FUSED_MAX_BATCH, on layers wide enough for BLAS's kernels;
+    fit's default batch size (32) among them."""
+    sizes = (70, 137, 203, 10)
+    nets = []
+    for backend in ("numpy", "numba"):
+        layers = [fn.DenseLayer("relu", sizes[0], neurons_num=sizes[1], dtype=dtype, rng=1),
+                  fn.DenseLayer("tanh", neurons_num=sizes[2], dtype=dtype, rng=2),
+                  fn.DenseLayer("identity", neurons_num=sizes[3], dtype=dtype, rng=3)]
+        nets.append(fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(0.05, weight_decay=weight_decay),
+                                     backend=backend))
+    ref, jit = nets
+    rng = np.random.default_rng(11)
+    x_all = rng.normal(size=(256, sizes[0])).astype(dtype)
+    y_all = rng.integers(0, sizes[3], 256)
+    tol = 50 * STEP_TOL[dtype]
+    for step in range(50):
+        batch = 32 if step % 5 == 0 else int(rng.integers(FUSED_MAX_BATCH + 1, 65))
+        assert jit.plan(batch) == "sgd-in-gemm"
+        idx = rng.integers(0, 256, batch)
+        np.testing.assert_allclose(jit.train_step(x_all[idx], y_all[idx]),
+                                   ref.train_step(x_all[idx], y_all[idx]), rtol=tol, atol=tol)
+    assert all(la.dw is None and la.db is None for la in jit.layers)
+    for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
+        _close(got, want, tol)
 
 
 def test_fused_path_leaves_no_gradients_and_keep_grads_gives_them():

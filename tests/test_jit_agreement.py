@@ -111,6 +111,41 @@ def check_dense(x, w, b, dy, name, dtype):
     assert_agree(dx_j, dx_r, dtype, abs_dz @ np.abs(w).T, f"{name} dx")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-2])
+@pytest.mark.parametrize("batch", [1, 17, 64])
+@pytest.mark.parametrize("with_blas", [True, False])
+def test_backward_with_sgd_step_agrees(dtype, weight_decay, batch, with_blas, monkeypatch):
+    """dense_backward_sgd: the step inside BLAS's product (or, without a direct
+    BLAS, the composition) against the reference's gradients-then-sgd_step."""
+    from fastnet.kernels import _blas
+
+    if not with_blas:
+        monkeypatch.setattr(_blas, "_GEMM", None)
+        monkeypatch.setattr(_blas, "_SEARCHED", True)
+    rng = np.random.default_rng(batch)
+    x, w, b, dy = _dense_case(rng, batch, 37, 70, dtype)
+    kind, lr = ACTIVATIONS.index("tanh"), 0.1
+    a, y = np.empty_like(dy), np.empty_like(dy)
+    R.dense_forward(x, w, b, kind, 0.0, a, y)
+    for compute_dx in (False, True):
+        out = {}
+        for mod in (R, J):
+            wm = w.copy()
+            dz, db = np.full_like(dy, np.nan), np.full_like(b, np.nan)
+            dx = np.full_like(x, np.nan) if compute_dx else None
+            assert mod.dense_backward_sgd(x, a, y, dy, kind, 0.0, dz, db, dx, wm, lr, weight_decay) is dx
+            out[mod] = (wm, dz, db, dx)
+        (w_r, dz_r, db_r, dx_r), (w_j, dz_j, db_j, dx_j) = out[R], out[J]
+        assert_agree(dz_j, dz_r, dtype, what="dz")
+        abs_dz = np.abs(dz_r) + np.abs(dz_r).max()  # dz known to ATOL * max|dz|, as in check_dense
+        assert_agree(db_j, db_r, dtype, abs_dz.mean(axis=0, keepdims=True), "db")
+        if compute_dx:  # with the weights before the step
+            assert_agree(dx_j, dx_r, dtype, abs_dz @ np.abs(w).T, "dx")
+        step = np.abs(x).T @ abs_dz / batch + weight_decay * np.abs(w)
+        assert_agree(w_j, w_r, dtype, np.abs(w) + lr * step, "w")
+
+
 DTYPES = [np.float32, np.float64]
 # B on both sides of the small-batch threshold; odd widths
 BATCHES = THRESHOLD_BATCHES + [64]
