@@ -7,7 +7,7 @@ Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
 batch sizes 1 to 32, float32.  The forward loops of the fused step (``x @ w``,
 bias and ReLU) are timed against the layer's BLAS forward too: BLAS wins there
 from a handful of rows on, so the layered path keeps it.  The thresholds in ``kernels/_numba.py``
-(``DW_LOOPS_*``, ``DX_LOOPS_BATCHES``) come from this table on the target
+(``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``) come from this table on the target
 machine; re-measure them here when the machine or OpenBLAS changes.
 """
 
@@ -30,7 +30,7 @@ def _candidates(x, w, dz):
         "fwd loops": lambda: J._forward_loops(x, w, b, relu, w.dtype.type(0), consts, a, y),
         "fwd blas": lambda: J.dense_forward(x, w, b, relu, 0.0, a, y),
         "dw loops": lambda: J._weight_grad_small(x, dz, dw),
-        "dw blas": lambda: np.matmul(x.T, dz, out=dw),
+        "dw blas": lambda: J._blas_weight_grad(x, dz, dw),
         "dx loops": lambda: J._input_grad_small(dz, w, dx),
         "dx blas": lambda: np.matmul(dz, w.T, out=dx),
     }

@@ -34,9 +34,10 @@ mean runs over the minibatches of all processes, computed by one
   exception, the others a ``DistributedError`` naming it (a
   ``FloatingPointError`` when the loss diverged).  No rank is left waiting.
 
-The fused small-batch step (``NeuralNetwork.plan``) is not used under a
-communicator: it updates the weights without materialising the gradients,
-and the gradients are what the ranks must add.  mpi4py is imported only when
+The fast paths of ``NeuralNetwork.plan`` (the fused small-batch step, the SGD
+step inside BLAS) are not used under a communicator: they update the weights
+without materialising the gradients, and the gradients are what the ranks
+must add.  mpi4py is imported only when
 a communicator is given.
 """
 

@@ -217,21 +217,16 @@ class DenseLayer:
         self.dx = self._workspace("dx", dy.shape[0], self.n_inputs)
         return self._k.input_grad(self.dz, self.w, self.dx)
 
-    def _backward_sgd(self, dy, compute_dx, opt, vb):
-        """Backward on validated input with the plain SGD step of ``opt``
-        (momentum 0) applied to w inside the weight-gradient product and then
-        to b (``vb``: b's empty velocity).  ``dw`` and ``db`` are not kept (None)."""
+    def _backward_sgd(self, dy, dx, lr, vb):
+        """Backward on validated input, built-in activations only, with a plain
+        SGD step (learning rate ``lr``; ``vb``, b's empty velocity) applied to w
+        inside the weight-gradient product, then to b.  ``dx`` is the input
+        gradient's buffer, or None.  ``dw`` and ``db`` are not kept (None)."""
         self._buffers(dy.shape[0])
-        code = kernel_code(self.activation)
-        if code is None:  # user-defined activation: chain its derivative in here
-            dy = np.ascontiguousarray(dy * self.activation.df(self.a), dtype=self.dtype)
-            code, alpha = _IDENTITY, 0.0
-        else:
-            alpha = self.activation.alpha
-        dx = self._workspace("dx", dy.shape[0], self.n_inputs) if compute_dx else None
-        self._k.dense_backward_sgd(self.x, self.a, self.y, dy, code, alpha, self.dz, self.db, dx,
-                                   self.w, opt.lr, opt.weight_decay)
-        self._k.sgd_step(self.b, self.db, vb, opt.lr, 0.0, opt.weight_decay, False)
+        act = self.activation
+        self._k.dense_backward_sgd(self.x, self.a, self.y, dy, kernel_code(act), act.alpha, self.dz,
+                                   self.dw, self.db, dx, self.w, lr)
+        self._k.sgd_step(self.b, self.db, vb, lr, 0.0, 0.0, False)
         self.dx, self.dw, self.db = dx, None, None
         return dx
 

@@ -164,6 +164,17 @@ class NeuralNetwork:
         for i in range(len(self.layers) - 1, -1, -1):
             dout = self.layers[i]._backward(dout, compute_dx=i > 0)
 
+    def _forward_loss(self, x, t, where):
+        """Forward and loss on validated data: (loss as a float, the per-sample
+        loss gradient).  A loss that is not finite raises ``FloatingPointError``
+        naming ``where`` before any gradient exists."""
+        out = self._forward(x)
+        loss = float(self._k.loss_value(self.loss.code, out, t))
+        _check_loss(loss, where)
+        dout = self._workspace("dout", out.shape[0], out.shape[1])
+        self._k.loss_grad(self.loss.code, out, t, dout)
+        return loss, dout
+
     def _forward_backward(self, x, t, where, grad_scale=1.0):
         """Forward, loss and backward on validated data; returns the loss (a float).
 
@@ -173,11 +184,7 @@ class NeuralNetwork:
         the backward pass, which is linear in it (distributed training weights
         each rank's gradients by its share of the global batch this way).
         """
-        out = self._forward(x)
-        loss = float(self._k.loss_value(self.loss.code, out, t))
-        _check_loss(loss, where)
-        dout = self._workspace("dout", out.shape[0], out.shape[1])
-        self._k.loss_grad(self.loss.code, out, t, dout)
+        loss, dout = self._forward_loss(x, t, where)
         if grad_scale != 1.0:
             dout *= grad_scale
         self._backward(dout)
@@ -205,9 +212,11 @@ class NeuralNetwork:
           activations and ``batch_size <= FUSED_MAX_BATCH``.
         * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
           applied by BLAS inside the weight-gradient product, so no ``dw`` is
-          written and read again.  The numba backend, ``SGD`` without
-          momentum, and larger batches.  (With momentum the velocity must be
-          read and written anyway, and this measured no faster.)
+          written and read again.  The numba backend, plain ``SGD`` (no
+          momentum: the velocity must be read and written anyway, and this
+          measured no faster; no weight decay: see
+          ``kernels._numba.dense_backward_sgd``), built-in activations and
+          larger batches.
         * ``"layered"``: layer by layer, gradients first, then the optimizer.
 
         Both fast paths leave the layers' ``dw``, ``db`` (and, fused, ``dx``)
@@ -216,12 +225,12 @@ class NeuralNetwork:
         ``"layered"``: the ranks' gradients must be added before any step.
         """
         opt = self.optimizer
-        if comm is not None or self.backend != "numba" or type(opt) is not SGD:
+        if (comm is not None or self.backend != "numba" or type(opt) is not SGD
+                or any(kernel_code(la.activation) is None for la in self.layers)):
             return "layered"
-        if batch_size <= FUSED_MAX_BATCH and all(kernel_code(la.activation) is not None
-                                                 for la in self.layers):
+        if batch_size <= FUSED_MAX_BATCH:
             return "fused"
-        if batch_size > FUSED_MAX_BATCH and opt.momentum == 0:
+        if opt.momentum == 0 and opt.weight_decay == 0:
             return "sgd-in-gemm"
         return "layered"
 
@@ -237,16 +246,16 @@ class NeuralNetwork:
         return loss
 
     def _sgd_in_gemm_step(self, x, t, where):
-        opt = self.optimizer
+        opt, layers = self.optimizer, self.layers
         opt.prepare(self.parameters())
-        out = self._forward(x)
-        loss = float(self._k.loss_value(self.loss.code, out, t))
-        _check_loss(loss, where)  # before any update
-        dout = self._workspace("dout", out.shape[0], out.shape[1])
-        self._k.loss_grad(self.loss.code, out, t, dout)
-        state = opt.state
-        for i in range(len(self.layers) - 1, -1, -1):
-            dout = self.layers[i]._backward_sgd(dout, i > 0, opt, state[2 * i + 1])
+        loss, dout = self._forward_loss(x, t, where)  # raises before any update
+        # every buffer the steps need exists before the first layer is updated
+        dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
+               for i, la in enumerate(layers)]
+        for la in layers:
+            la._buffers(x.shape[0])
+        for i in range(len(layers) - 1, -1, -1):
+            dout = layers[i]._backward_sgd(dout, dxs[i], opt.lr, opt.state[2 * i + 1])
         return loss
 
     def _fused_step(self, x, t, where):

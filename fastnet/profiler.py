@@ -32,7 +32,7 @@ import numpy as np
 import fastnet as fn
 from fastnet._timing import compare
 from fastnet.info import environment
-from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES
+from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES, _blas
 
 OPS = ("forward", "backward", "train_step")
 PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "other")
@@ -89,9 +89,13 @@ class LayerCase:
             "update": lambda: (k.sgd_step(w, dw, vel[0], opt.lr, 0.0, 0.0, False),
                                k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)),
         }
+        if self.net.plan(n) == "sgd-in-gemm":  # the step on w happens inside the product
+            phases["gemm"] = lambda: (np.matmul(x, w, out=a),
+                                      _blas.gemm(-opt.lr / n, x.T, dz, 1.0, w) or k._weight_grad(x, dz, dw))
+            phases["update"] = lambda: k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)
         if self.net.backend == "numba":
             # bias gradient is fused into the activation-gradient pass
-            phases["gemm"] = lambda: (np.matmul(x, w, out=a), k._weight_grad(x, dz, dw))
+            phases.setdefault("gemm", lambda: (np.matmul(x, w, out=a), k._weight_grad(x, dz, dw)))
             phases["bias_activation"] = lambda: k._forward_elementwise(b, kind, alpha, a, y)
             phases["activation_grad"] = lambda: k._backward_elementwise(kind, alpha, a, y, dout, dz, db)
         else:

@@ -5,13 +5,14 @@ extra pass over its result (``dw = x.T @ dz / B``), and an update ``w -= lr *
 x.T @ g`` needs a temporary.  ``gemm`` calls BLAS's own ``?gemm``, which
 applies both inside the product.
 
-Only OpenBLAS is supported, found among the libraries loaded in the process
-by threadpoolctl (NumPy's own first): its CBLAS symbols may carry a prefix and
-a suffix (``scipy_cblas_sgemm64_`` in NumPy's wheels), and its integers are 64
-bits wide when its configuration string says ``USE64BITINT``.  Where no
-OpenBLAS is found, or an operand's memory layout is not one BLAS can read,
-``gemm`` returns ``None`` and the caller falls back to NumPy; ``available()``
-tells which.
+Only a NumPy built on OpenBLAS is supported (NumPy's wheels are): its library
+is found among those loaded in the process by threadpoolctl (the one inside
+NumPy's folder, or the only OpenBLAS loaded), its CBLAS symbols may carry a
+prefix and a suffix (``scipy_cblas_sgemm64_`` in NumPy's wheels), and its
+integers are 64 bits wide when its configuration string says ``USE64BITINT``.
+Where there is no such library, or an operand is not one BLAS can read in
+place, ``gemm`` returns ``None`` and the caller falls back to NumPy;
+``available()`` tells which.
 """
 
 import ctypes
@@ -35,7 +36,9 @@ class _Gemm:
             raise LookupError(f"no cblas_sgemm in {path}")
         config = getattr(lib, f"{prefix}openblas_get_config{suffix}")
         config.restype = ctypes.c_char_p
-        int_t = ctypes.c_int64 if b"USE64BITINT" in (config() or b"") else ctypes.c_int32
+        wide = b"USE64BITINT" in (config() or b"")
+        int_t = ctypes.c_int64 if wide else ctypes.c_int32
+        self.max_int = 2**63 - 1 if wide else 2**31 - 1  # ctypes would wrap a larger int silently
         self.path = path
         self.functions = {}
         for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
@@ -46,15 +49,24 @@ class _Gemm:
             self.functions[np.dtype(dtype)] = f
 
 
+def _numpy_blas_name():
+    try:
+        return np.show_config(mode="dicts")["Build Dependencies"]["blas"]["name"]
+    except Exception:  # an older NumPy or another layout of its configuration
+        return ""
+
+
 def _find():
+    if "openblas" not in _numpy_blas_name().lower():
+        return None  # NumPy computes with another BLAS: do not mix in an OpenBLAS of someone else's
     try:
         from threadpoolctl import threadpool_info
 
         paths = [p["filepath"] for p in threadpool_info() if p.get("internal_api") == "openblas"]
     except Exception:  # threadpoolctl could not inspect this process: no direct BLAS
         return None
-    paths.sort(key=lambda p: "numpy" not in p)  # NumPy's own library first
-    for path in paths:
+    own = [p for p in paths if "numpy" in p.lower()]
+    for path in own or (paths if len(paths) == 1 else []):
         try:
             return _Gemm(path)
         except (OSError, LookupError, AttributeError):
@@ -101,10 +113,10 @@ def gemm(alpha, a, b, beta, c):
     it another way then.  As in BLAS, ``beta = 0`` ignores c's old values.
     """
     lib = _library()
-    if lib is None or not c.flags.c_contiguous:
+    if lib is None or not (c.flags.c_contiguous and c.flags.writeable and c.flags.aligned):
         return None
     f = lib.functions.get(c.dtype)
-    if f is None or a.dtype != c.dtype or b.dtype != c.dtype:
+    if f is None or a.dtype != c.dtype or b.dtype != c.dtype or not (a.flags.aligned and b.flags.aligned):
         return None
     (m, k), (k2, n) = a.shape, b.shape
     if c.shape != (m, n) or k2 != k:
@@ -112,8 +124,10 @@ def gemm(alpha, a, b, beta, c):
     if m == 0 or n == 0:
         return True
     ta, tb = _operand(a), _operand(b)
-    if ta is None or tb is None:
+    if ta is None or tb is None or max(m, n, k, ta[1], tb[1]) > lib.max_int:
         return None
+    if np.may_share_memory(c, a) or np.may_share_memory(c, b):
+        return None  # BLAS would read what it has already written
     f(_ROW_MAJOR, ta[0], tb[0], m, n, k, alpha, a.ctypes.data, ta[1], b.ctypes.data, tb[1],
       beta, c.ctypes.data, max(n, 1))
     return True

@@ -60,9 +60,10 @@ _WIDE_VECTOR_CPUS = ("sapphirerapids", "emeraldrapids", "graniterapids", "granit
 
 
 def _host_cpu_name():
+    """The CPU numba compiles for, chosen as numba chooses it."""
     import llvmlite.binding as llvm
 
-    return numba_config.CPU_NAME or llvm.get_host_cpu_name()
+    return llvm.get_host_cpu_name() if numba_config.CPU_NAME is None else numba_config.CPU_NAME
 
 
 WIDE_VECTORS = _host_cpu_name() in _WIDE_VECTOR_CPUS
@@ -378,36 +379,36 @@ def _input_grad_small(dz, w, dx):
 
 # -- dense layer: dispatch by batch size -----------------------------------------------
 # Measured on the 2-core target (python benchmarks/kernel_thresholds.py N_IN N_OUT),
-# float32, with the loops' 512-bit vectors (see WIDE_VECTORS):
-# OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
-# writing dw takes 20-300 us; for 2-12 rows our loops beat it by 1.3-2x while
-# the weights fit in a core's L2 (1-2 MiB: 512 x 512, 640 x 640), and up to 8
-# rows beyond (1024 x 1024: 412 against 918 us at B = 8).  Below 1 MiB the two
-# are level from 4 rows on.  dz @ w.T for 2 to 12 rows costs 1.1-2.5x our dot
-# products (up to 8 rows beyond L2).  Everywhere else BLAS is as fast or
-# faster, x @ w included.
-DW_LOOPS_MAX_BATCH = 2  # x.T @ dz by compiled loops up to this batch size ...
-DW_LOOPS_MAX_BATCH_BIG = 12  # ... up to this one when the weights are big ...
-BIG_WEIGHTS_BYTES = 1 << 20
-DW_LOOPS_MAX_BATCH_HUGE = 8  # ... and up to this one when they are bigger still
-HUGE_WEIGHTS_BYTES = 4 << 20
-DX_LOOPS_BATCHES = (2, 12)  # dz @ w.T by compiled loops for batch sizes in this range ...
-DX_LOOPS_MAX_BATCH_HUGE = 8  # ... capped at this one when the weights are huge
+# float32, with the loops' 512-bit vectors (see WIDE_VECTORS).  OpenBLAS's
+# x.T @ dz for one row (an outer product) costs 300-3000 us where writing dw
+# takes 20-300 us.  For more rows it depends on the weights' size:
+# * below 1 MiB (256 x 256, 784 x 256) the loops win at 2 rows (1.5x), and
+#   from 4 rows on the two are level or BLAS wins;
+# * 1-2 MiB, within a core's L2 (512 x 512, 640 x 640): the loops win up to
+#   12 rows, by 1.3-2x;
+# * 2-4 MiB (896 x 896): up to 4 rows (265 against 422 us at B = 4);
+# * 4 MiB (1024 x 1024): up to 8 rows (412 against 918 us at B = 8).
+# dz @ w.T for 2 to 12 rows costs 1.1-2.5x our dot products below 2 MiB, and
+# for 2 to 8 rows from there on.  Everywhere else BLAS is as fast or faster,
+# x @ w included.
+#: (weights bytes below, largest batch) pairs, in order: x.T @ dz by loops up to that batch.
+DW_LOOPS_MAX_BATCH = ((1 << 20, 2), (2 << 20, 12), (4 << 20, 4), (math.inf, 8))
+#: dz @ w.T by loops for batches from DX_LOOPS_MIN_BATCH up to the batch paired
+#: with the first weights-bytes limit above the weights' size.
+DX_LOOPS_MIN_BATCH = 2
+DX_LOOPS_MAX_BATCH = ((2 << 20, 12), (math.inf, 8))
+
+
+def _loops_up_to(table, w_bytes):
+    return next(batch for limit, batch in table if w_bytes < limit)
 
 
 def _dw_by_loops(batch, w_bytes):
-    if w_bytes >= HUGE_WEIGHTS_BYTES:
-        return batch <= DW_LOOPS_MAX_BATCH_HUGE
-    if w_bytes >= BIG_WEIGHTS_BYTES:
-        return batch <= DW_LOOPS_MAX_BATCH_BIG
-    return batch <= DW_LOOPS_MAX_BATCH
+    return batch <= _loops_up_to(DW_LOOPS_MAX_BATCH, w_bytes)
 
 
 def _dx_by_loops(batch, w_bytes):
-    low, high = DX_LOOPS_BATCHES
-    if w_bytes >= HUGE_WEIGHTS_BYTES:
-        high = min(high, DX_LOOPS_MAX_BATCH_HUGE)
-    return low <= batch <= high
+    return DX_LOOPS_MIN_BATCH <= batch <= _loops_up_to(DX_LOOPS_MAX_BATCH, w_bytes)
 
 
 def dense_forward(x, w, b, kind, alpha, a, y):
@@ -425,10 +426,16 @@ def dense_backward(x, a, y, dy, kind, alpha, dz, dw, db):
 
 def _weight_grad(x, dz, dw):
     """dw = x.T @ dz / B, by compiled loops or BLAS as measured best."""
-    batch = x.shape[0]
-    if _dw_by_loops(batch, dw.nbytes):
+    if _dw_by_loops(x.shape[0], dw.nbytes):
         _weight_grad_small(x, dz, dw)
-    elif not gemm(1.0 / batch, x.T, dz, 0.0, dw):  # BLAS applies the 1/B itself
+        return dw
+    return _blas_weight_grad(x, dz, dw)
+
+
+def _blas_weight_grad(x, dz, dw):
+    """dw = x.T @ dz / B by BLAS, which applies the 1/B itself when called directly."""
+    batch = x.shape[0]
+    if not gemm(1.0 / batch, x.T, dz, 0.0, dw):
         np.matmul(x.T, dz, out=dw)  # no direct BLAS here: scale in a second pass
         np.multiply(dw, dw.dtype.type(1.0 / batch), out=dw)
     return dw
@@ -443,23 +450,23 @@ def input_grad(dz, w, dx):
     return dx
 
 
-def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, db, dx, w, lr, weight_decay):
-    """Same contract as ``_numpy.dense_backward_sgd``: dw is never materialised.
+def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
+    """Same contract as ``_numpy.dense_backward_sgd``; dw is left untouched.
 
-    BLAS applies the step inside the weight-gradient product, ``w = (1 - lr
-    wd) w - (lr / B) x.T @ dz``, so no dw is written and read again (measured
-    1.02-1.24x faster train steps than gradients-then-``sgd_step`` for the
+    BLAS applies the step inside the weight-gradient product, ``w = w - (lr /
+    B) x.T @ dz``, so no dw is written and read again (measured 1.02-1.24x
+    faster train steps than gradients-then-``sgd_step`` for the
     784-256-256-10 MLP at B = 17-4096).  Without a direct BLAS (see ``_blas``)
-    this falls back to that composition.
+    this is that composition, with dw as the gradient's buffer.  (Weight decay
+    is left out on purpose: as BLAS's ``beta = 1 - lr wd`` it would be rounded
+    to a multiple of 2^-24 in float32, a decay off by 19 % at lr wd = 1e-7.)
     """
     _backward_elementwise(kind, alpha, a, y, dy, dz, db)
     if dx is not None:
         input_grad(dz, w, dx)
-    batch = x.shape[0]
-    if not gemm(-lr / batch, x.T, dz, 1.0 - lr * weight_decay, w):
-        dw = np.empty_like(w)
+    if not gemm(-lr / x.shape[0], x.T, dz, 1.0, w):
         _weight_grad(x, dz, dw)
-        sgd_step(w, dw, w[:0], lr, 0.0, weight_decay, False)
+        sgd_step(w, dw, w[:0], lr, 0.0, 0.0, False)
     return dx
 
 

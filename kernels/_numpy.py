@@ -171,20 +171,21 @@ def input_grad(dz, w, dx):
     return dx
 
 
-def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, db, dx, w, lr, weight_decay):
-    """A dense layer's backward pass with a plain SGD step on w (no momentum).
+def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
+    """A dense layer's backward pass with a plain SGD step on w (no momentum,
+    no weight decay).
 
     As ``dense_backward`` followed by ``input_grad`` (into dx, unless dx is
-    None) with the weights before the step, and then ``w -= lr * (dw +
-    weight_decay * w)``, where ``dw = x.T @ dz / B`` need not be materialised.
+    None) with the weights before the step, and then ``w -= lr * dw`` with
+    ``dw = x.T @ dz / B``.  dw is scratch space: an implementation need not
+    materialise the gradient there, and its content afterwards is unspecified.
     Overwrites dz and db as ``dense_backward`` does; the bias step is left to
     the caller (``sgd_step`` on b and db).  Returns dx.
     """
-    dw = np.empty_like(w)
     dense_backward(x, a, y, dy, kind, alpha, dz, dw, db)
     if dx is not None:
         input_grad(dz, w, dx)
-    sgd_step(w, dw, w[:0], lr, 0.0, weight_decay, False)
+    sgd_step(w, dw, w[:0], lr, 0.0, 0.0, False)
     return dx
 
 

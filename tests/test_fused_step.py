@@ -91,26 +91,33 @@ def test_two_hundred_steps_agree(loss, optimizer, dtype):
         _close(got, want, tol)
 
 
+WIDE = (70, 137, 203, 10)  # odd widths past the 4 x 16 float32 a 512-bit vector loop body takes
+
+
+def _wide_pair(activations, optimizer, dtype):
+    """(numpy, numba) networks WIDE, softmax cross-entropy, the same initial weights."""
+    nets = []
+    for backend in ("numpy", "numba"):
+        layers = [fn.DenseLayer(activations[0], WIDE[0], neurons_num=WIDE[1], dtype=dtype, rng=1),
+                  fn.DenseLayer(activations[1], neurons_num=WIDE[2], dtype=dtype, rng=2),
+                  fn.DenseLayer("identity", neurons_num=WIDE[3], dtype=dtype, rng=3)]
+        nets.append(fn.NeuralNetwork(layers, "softmax_xent", optimizer(), backend=backend))
+    return nets
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
 @pytest.mark.parametrize("activation", ["relu", "tanh"])
 def test_wide_layers_agree(activation, optimizer, dtype):
-    """Layers wide enough for the compiled loops' vector bodies (LLVM runs 4 x 16
-    float32 per iteration with 512-bit vectors), with odd remainders, and
-    every batch size of the fused path (the 4-sample groups and their rests)."""
-    sizes = (70, 137, 203, 10)
+    """Layers wide enough for the compiled loops' vector bodies, with odd
+    remainders, and every batch size of the fused path (the 4-sample groups
+    and their rests)."""
     for batch in range(1, FUSED_MAX_BATCH + 1):
-        nets = []
-        for backend in ("numpy", "numba"):
-            layers = [fn.DenseLayer(activation, sizes[0], neurons_num=sizes[1], dtype=dtype, rng=1),
-                      fn.DenseLayer(activation, neurons_num=sizes[2], dtype=dtype, rng=2),
-                      fn.DenseLayer("identity", neurons_num=sizes[3], dtype=dtype, rng=3)]
-            nets.append(fn.NeuralNetwork(layers, "softmax_xent", OPTIMIZERS[optimizer](), backend=backend))
-        ref, jit = nets
+        ref, jit = _wide_pair((activation, activation), OPTIMIZERS[optimizer], dtype)
         assert jit.plan(batch) == "fused"
         rng = np.random.default_rng(batch)
-        x, y = rng.normal(size=(batch, sizes[0])).astype(dtype), rng.integers(0, sizes[3], batch)
-        tol = STEP_TOL[dtype]
+        x, y = rng.normal(size=(batch, WIDE[0])).astype(dtype), rng.integers(0, WIDE[3], batch)
+        tol = 2 * STEP_TOL[dtype]  # two steps
         for _ in range(2):  # the second step reads the momentum state the first wrote
             np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
         for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
@@ -118,22 +125,13 @@ def test_wide_layers_agree(activation, optimizer, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
-def test_fifty_sgd_in_gemm_steps_agree(weight_decay, dtype):
+def test_fifty_sgd_in_gemm_steps_agree(dtype):
     """Batches past FUSED_MAX_BATCH, on layers wide enough for BLAS's kernels;
     fit's default batch size (32) among them."""
-    sizes = (70, 137, 203, 10)
-    nets = []
-    for backend in ("numpy", "numba"):
-        layers = [fn.DenseLayer("relu", sizes[0], neurons_num=sizes[1], dtype=dtype, rng=1),
-                  fn.DenseLayer("tanh", neurons_num=sizes[2], dtype=dtype, rng=2),
-                  fn.DenseLayer("identity", neurons_num=sizes[3], dtype=dtype, rng=3)]
-        nets.append(fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(0.05, weight_decay=weight_decay),
-                                     backend=backend))
-    ref, jit = nets
+    ref, jit = _wide_pair(("relu", "tanh"), OPTIMIZERS["sgd"], dtype)
     rng = np.random.default_rng(11)
-    x_all = rng.normal(size=(256, sizes[0])).astype(dtype)
-    y_all = rng.integers(0, sizes[3], 256)
+    x_all = rng.normal(size=(256, WIDE[0])).astype(dtype)
+    y_all = rng.integers(0, WIDE[3], 256)
     tol = 50 * STEP_TOL[dtype]
     for step in range(50):
         batch = 32 if step % 5 == 0 else int(rng.integers(FUSED_MAX_BATCH + 1, 65))
@@ -144,6 +142,27 @@ def test_fifty_sgd_in_gemm_steps_agree(weight_decay, dtype):
     assert all(la.dw is None and la.db is None for la in jit.layers)
     for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
         _close(got, want, tol)
+
+
+def test_sgd_in_gemm_only_for_plain_sgd_and_built_in_activations():
+    batch = FUSED_MAX_BATCH + 1
+    for opt in (fn.SGD(0.1, momentum=0.5), fn.SGD(0.1, weight_decay=1e-4), fn.Adam()):
+        assert _wide_pair(("relu", "relu"), lambda o=opt: o, np.float32)[1].plan(batch) == "layered"
+    assert _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
+    assert _wide_pair(("relu", fn.ReLU()), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
+
+
+def test_sgd_in_gemm_divergence_updates_nothing():
+    _, jit = _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1), np.float32)
+    batch = FUSED_MAX_BATCH + 1
+    assert jit.plan(batch) == "sgd-in-gemm"
+    jit.layers[0].w[...] = 1e20  # finite weights and input whose forward overflows
+    x = np.full((batch, WIDE[0]), 1e20, np.float32)
+    before = [p.copy() for p in jit.parameters()]
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError, match="train_step"):
+        jit.train_step(x, np.zeros(batch, np.int64))
+    for got, want in zip(jit.parameters(), before, strict=True):
+        np.testing.assert_array_equal(got, want)
 
 
 def test_fused_path_leaves_no_gradients_and_keep_grads_gives_them():

@@ -41,11 +41,17 @@ def test_the_choice_follows_numbas_cpu_name():
     assert J.WIDE_VECTORS == (J._host_cpu_name() in J._WIDE_VECTOR_CPUS)
 
 
+wide_cpus_only = pytest.mark.skipif(
+    not J.WIDE_VECTORS, reason="a CPU where LLVM's own choice is kept (it may or may not be 512-bit)")
+
+
+@wide_cpus_only
 def test_without_the_hint_no_512_bit_multiply_adds(monkeypatch):
+    """The premise: on these CPUs LLVM alone keeps to 256-bit vectors."""
     assert _fma_counts(monkeypatch, False)["zmm"] == 0
 
 
-@pytest.mark.skipif(not J.WIDE_VECTORS, reason="this CPU keeps LLVM's vector width")
+@wide_cpus_only
 def test_with_the_hint_the_loops_use_512_bit_multiply_adds(monkeypatch):
     counts = _fma_counts(monkeypatch, True)
     assert counts["zmm"] > counts["ymm"]
