@@ -119,7 +119,12 @@ class SoftmaxCrossEntropy(Loss):
                 raise TypeError(f"class labels must be integers, got {describe(arr)}")
             if arr.shape[0] != n_samples:
                 raise ValueError(f"expected {n_samples} labels to match the batch, got {arr.shape[0]}")
-            if arr.size and (arr.min() < 0 or arr.max() >= n_outputs):
+            if arr.itemsize == 8:  # one comparison: negatives wrap to unsigned values >= 2**63
+                unsigned = arr if arr.dtype.kind == "u" else arr.view(arr.dtype.str.replace("i", "u"))
+                bad = bool((unsigned >= n_outputs).any())
+            else:
+                bad = bool(arr.size) and (arr.min() < 0 or arr.max() >= n_outputs)
+            if bad:
                 raise ValueError(
                     f"class labels must be in [0, {n_outputs}), got values from "
                     f"{arr.min()} to {arr.max()}"

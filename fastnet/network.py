@@ -1,5 +1,8 @@
 """NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
 
+import math
+import operator
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -259,37 +262,51 @@ class NeuralNetwork:
         return loss
 
     def _fused_step(self, x, t, where):
-        opt, layers = self.optimizer, self.layers
-        opt.prepare(self.parameters())
-        batch = x.shape[0]
+        opt = self.optimizer
+        args = self._fused_arrays(x.shape[0])
         inp = x
-        for layer in layers:
-            layer._buffers(batch)
+        for layer in self.layers:
             layer.x, inp = inp, layer.y
             layer.dw = layer.db = layer.dx = None  # not materialised on this path
         loss = float(self._k.fused_sgd_step(
-            x, t, *self._fused_arrays(), self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+            x, t, *args, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
             bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
-    def _fused_arrays(self):
-        """The arrays the fused kernel works on, as tuples, rebuilt only when one
-        of them changes (a new batch size, a new optimizer state, new weights)."""
-        layers, state = self.layers, self.optimizer.state
-        key = (tuple(id(a) for la in layers for a in (la.w, la.b, la.a, la.y, la.dz, la.activation)),
-               tuple(id(v) for v in state))
+    def _fused_key(self, batch):
+        """Everything the fused kernel's arrays come from: compared by identity,
+        and held, so that no object in it can be freed and its id reused."""
+        opt = self.optimizer
+        key = [opt, opt.state, *(opt.state or ())]
+        for la in self.layers:
+            key += (la.w, la.b, la.a, la.y, la.dz, la.activation)
+        return key, (batch, opt.momentum != 0)
+
+    def _fused_arrays(self, batch):
+        """The arrays the fused kernel works on, as tuples, for a batch of this
+        size.  They are rebuilt, with the optimizer's state checked and the
+        layers' buffers sized, only when something they come from changed: a new
+        batch size, new weights or activations, a new optimizer or state, or
+        momentum switched on or off (which can replace the state)."""
         cached = self._store.get("fused")
-        if cached is None or cached[0] != key:
-            args = (tuple(la.w for la in layers), tuple(la.b for la in layers),
-                    tuple(state[0::2]), tuple(state[1::2]),
-                    np.array([kernel_code(la.activation) for la in layers], np.int64),
-                    np.array([la.activation.alpha for la in layers], np.float64),
-                    tuple(la.a for la in layers), tuple(la.y for la in layers),
-                    tuple(la.dz for la in layers))
-            # the activations ride along so that no id in the key can be reused while cached
-            cached = self._store["fused"] = (key, args, tuple(la.activation for la in layers))
-        return cached[1]
+        if cached is not None:
+            key, flags = self._fused_key(batch)
+            if flags == cached[1] and len(key) == len(cached[0]) and all(map(operator.is_, key, cached[0])):
+                return cached[2]
+        layers = self.layers
+        self.optimizer.prepare(self.parameters())
+        for la in layers:
+            la._buffers(batch)
+        state = self.optimizer.state
+        args = (tuple(la.w for la in layers), tuple(la.b for la in layers),
+                tuple(state[0::2]), tuple(state[1::2]),
+                np.array([kernel_code(la.activation) for la in layers], np.int64),
+                np.array([la.activation.alpha for la in layers], np.float64),
+                tuple(la.a for la in layers), tuple(la.y for la in layers),
+                tuple(la.dz for la in layers))
+        self._store["fused"] = (*self._fused_key(batch), args)
+        return args
 
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
             validation_data=None, progress=True, rng=None, comm=None):
@@ -546,7 +563,7 @@ class NeuralNetwork:
 
 
 def _check_loss(loss, where):
-    if not np.isfinite(loss):
+    if not math.isfinite(loss):
         raise FloatingPointError(
             f"training diverged: the loss is {loss} {where}; that step's update was not "
             "applied. Try a smaller learning rate or check the data."
