@@ -11,7 +11,7 @@ from fastnet._workspace import rows
 from fastnet.activations import Identity, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
-from fastnet.losses import get_loss
+from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD, Optimizer
 
 MODES = ("sgd", "gd")
@@ -133,9 +133,23 @@ class NeuralNetwork:
     def _check_xy(self, x, y, reuse=False):
         """Validated (x, targets); with ``reuse``, targets that must be built
         (class labels) go into a workspace of the network (train_step)."""
+        if reuse and self._plain_labels_batch(x, y):
+            # the common case in one kernel call; anything it refuses is looked
+            # at again below, which raises the error that names the problem
+            t = self._workspace("targets", x.shape[0], self.n_outputs)
+            if self._k.check_and_one_hot(x, y, t):
+                return x, t
         x = self._check_x(x)
         out = self._workspace("targets", x.shape[0], self.n_outputs) if reuse else None
         return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
+
+    def _plain_labels_batch(self, x, y):
+        """x already a C-contiguous batch in the network's dtype and y int64
+        class labels for it: nothing to cast or copy, only values to check."""
+        return (type(x) is np.ndarray and type(y) is np.ndarray and type(self.loss) is SoftmaxCrossEntropy
+                and x.dtype == self.dtype and y.dtype == np.int64 and x.ndim == 2 and y.ndim == 1
+                and x.shape[1] == self.n_inputs and 0 < x.shape[0] == y.shape[0]
+                and x.flags.c_contiguous)
 
     def _workspace(self, name, batch, width):
         return rows(self._store, name, batch, width, self.dtype)

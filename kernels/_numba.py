@@ -470,6 +470,26 @@ def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
     return dx
 
 
+@_jit_dot
+def check_and_one_hot(x, labels, t):
+    """Same contract as ``_numpy.check_and_one_hot``, in one compiled pass."""
+    xf = x.reshape(-1)
+    acc = x.dtype.type(0)
+    for i in range(xf.size):
+        acc += xf[i] - xf[i]  # 0 for a finite value, NaN for NaN or inf (vectorises)
+    if acc != acc:
+        return False
+    n_classes = t.shape[1]
+    for r in range(labels.size):
+        if labels[r] < 0 or labels[r] >= n_classes:
+            return False
+    zero, one = t.dtype.type(0), t.dtype.type(1)
+    for r in range(labels.size):
+        t[r, :] = zero
+        t[r, labels[r]] = one
+    return True
+
+
 # -- losses -----------------------------------------------------------------------------
 @_jit
 def softmax(z, out):

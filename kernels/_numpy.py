@@ -189,6 +189,21 @@ def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
     return dx
 
 
+def check_and_one_hot(x, labels, t):
+    """Validate a batch of inputs and class labels and build one-hot targets.
+
+    x : (B, n) float, C-contiguous; labels : (B,) int64; t : (B, C) float,
+    overwritten with one-hot rows only when every value of x is finite and
+    every label is in [0, C).  Returns whether they are (False leaves t as it
+    was): the caller then finds and reports what is wrong.
+    """
+    if not np.isfinite(x).all() or (labels.size and (labels.min() < 0 or labels.max() >= t.shape[1])):
+        return False
+    t.fill(0)
+    t[np.arange(t.shape[0]), labels] = 1
+    return True
+
+
 def softmax(z, out):
     """Row-wise softmax of logits z (B, C) into out (B, C); stable for large |z|."""
     e = np.exp(z - z.max(axis=1, keepdims=True))

@@ -146,6 +146,26 @@ def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, no_direct_blas):
         assert_agree(w_j, w_r, dtype, np.abs(w) + lr * np.abs(x).T @ abs_dz / batch, "w")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_check_and_one_hot_agrees(dtype):
+    """Same verdicts and bitwise the same one-hot rows; a refusal leaves t as it was."""
+    rng = np.random.default_rng(5)
+    for case in range(300):
+        batch, n, classes = int(rng.integers(1, 18)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
+        x = rng.normal(size=(batch, n)).astype(dtype)
+        labels = rng.integers(0, classes, batch)
+        if rng.random() < 0.3:  # a bad value somewhere in x
+            x.flat[rng.integers(0, x.size)] = rng.choice([np.nan, np.inf, -np.inf])
+        if rng.random() < 0.3:  # a label out of range, either side, the edge included
+            labels[rng.integers(0, batch)] = rng.choice([-1, classes, classes + 7])
+        expect = bool(np.isfinite(x).all() and labels.min() >= 0 and labels.max() < classes)
+        for mod in (R, J):
+            t = np.full((batch, classes), 7.0, dtype)
+            assert mod.check_and_one_hot(x, labels, t) == expect, f"{mod.__name__} case {case}"
+            want = np.eye(classes, dtype=dtype)[labels] if expect else np.full((batch, classes), 7.0, dtype)
+            np.testing.assert_array_equal(t, want, err_msg=f"{mod.__name__} case {case}")
+
+
 DTYPES = [np.float32, np.float64]
 # B on both sides of the small-batch threshold; odd widths
 BATCHES = THRESHOLD_BATCHES + [64]
