@@ -266,11 +266,10 @@ class NeuralNetwork:
         opt, layers = self.optimizer, self.layers
         opt.prepare(self.parameters())
         loss, dout = self._forward_loss(x, t, where)  # raises before any update
-        # every buffer the steps need exists before the first layer is updated
+        # every buffer the steps need exists before the first layer is updated: the
+        # forward pass sized a, y, dz, dw and db; the input gradients' are sized here
         dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
                for i, la in enumerate(layers)]
-        for la in layers:
-            la._buffers(x.shape[0])
         for i in range(len(layers) - 1, -1, -1):
             dout = layers[i]._backward_sgd(dout, dxs[i], opt.lr, opt.state[2 * i + 1])
         return loss

@@ -747,13 +747,18 @@ def _row_grad_head(x, g, i, last, inv, d):
                 d[j] += _dot4(y0, y1, y2, y3, h0, h1, h2, h3, j)
 
 
+@_inline
+def _update_setup(x, gl, w, last):
+    """What both update loops start from: the row width n, the m samples of the
+    last sweep, a typed zero, a row of scratch d, and the last sweep's rows of g."""
+    n = w.shape[1]
+    return n, x.shape[0] - last, w.dtype.type(0), np.empty(n, w.dtype), gl[0], gl[1], gl[2], gl[3]
+
+
 @_jit_fma
 def _update_rows_plain(x, g, gl, w, inv, lr, wd, last):
     _wide_vectors()
-    n, m = w.shape[1], x.shape[0] - last
-    zero = w.dtype.type(0)
-    d = np.empty(n, w.dtype)
-    g0, g1, g2, g3 = gl[0], gl[1], gl[2], gl[3]
+    n, m, zero, d, g0, g1, g2, g3 = _update_setup(x, gl, w, last)
     for i in range(w.shape[0]):
         wi = w[i]
         x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
@@ -772,10 +777,7 @@ def _update_rows_plain(x, g, gl, w, inv, lr, wd, last):
 @_jit_fma
 def _update_rows_momentum(x, g, gl, w, v, inv, lr, mu, wd, nesterov, tiny, last):
     _wide_vectors()
-    n, m = w.shape[1], x.shape[0] - last
-    zero = w.dtype.type(0)
-    d = np.empty(n, w.dtype)
-    g0, g1, g2, g3 = gl[0], gl[1], gl[2], gl[3]
+    n, m, zero, d, g0, g1, g2, g3 = _update_setup(x, gl, w, last)
     for i in range(w.shape[0]):
         wi, vr = w[i], v[i]
         x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
