@@ -24,7 +24,9 @@ arrays' dtype.
 import math
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, types
+from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
 
@@ -92,6 +94,99 @@ def _wide_vectors(typingctx):
 
 if numba_config.DISABLE_JIT:
     _wide_vectors = _no_hint  # noqa: F811
+
+
+# -- register tiles -----------------------------------------------------------------
+# The small-batch products of the fused step (x @ w, and x.T @ g for the update)
+# as tiles of R rows by V vectors of the output that stay in registers for the
+# whole reduction.  Numba's own loops cannot do this: they keep such a tile in
+# memory (nothing tells LLVM that the output does not alias the inputs), and numba
+# leaves LLVM's SLP vectoriser off.  So the tile's loop is written in LLVM IR here.
+# Measured on a 2-core Zen 3, 784 x 256 and B = 16: 4 x 3 ymm tiles 29-31 GFMA/s
+# against 15-17 for the row-sweeping loops they replace (OpenBLAS: 31-42).
+_VEC_BYTES = 64 if WIDE_VECTORS else 32
+
+
+def _lanes(itemsize):
+    return _VEC_BYTES // itemsize
+
+
+@intrinsic(prefer_literal=True)
+def _tile_fma(typingctx, R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha):
+    """c[c0 + r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[b0 + k ldb + j]
+    for r < R and j < V * lanes, on the flat elements of C-contiguous arrays of
+    one dtype (R and V literal; no bounds checks: the callers' loops keep inside)."""
+    arrays = (c, a, b)
+    if not (isinstance(R, types.IntegerLiteral) and isinstance(V, types.IntegerLiteral)
+            and all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == c.dtype
+                    for t in arrays)):
+        return None
+    n_r, n_v, dt, i = R.literal_value, V.literal_value, c.dtype, types.intp
+    sig = types.void(R, V, c, i, i, a, i, i, i, b, i, i, i, dt)
+
+    def codegen(context, builder, signature, args):
+        _, _, c_, c0_, ldc_, a_, a0_, a_rs_, a_ks_, b_, b0_, ldb_, n_k_, alpha_ = args
+        T = context.get_value_type(dt)
+        size = context.get_abi_sizeof(T)
+        lanes = _lanes(size)
+        vec = ir.VectorType(T, lanes)
+        cd, ad, bd = (context.make_array(t)(context, builder, value=v).data
+                      for t, v in zip(arrays, (c_, a_, b_), strict=True))
+
+        def const(n):
+            return ir.Constant(cgutils.intp_t, n)
+
+        def at(base, off):
+            return builder.gep(base, [off], source_etype=T)
+
+        def vload(base, off):
+            return builder.load(builder.bitcast(at(base, off), vec.as_pointer()), align=size, typ=vec)
+
+        def splat(s):
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+
+        fmuladd = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vec, [vec] * 3),
+            f"llvm.fmuladd.v{lanes}f{8 * size}")
+        acc = [[cgutils.alloca_once(builder, vec) for _ in range(n_v)] for _ in range(n_r)]
+        for row in acc:
+            for cell in row:
+                builder.store(ir.Constant(vec, None), cell)
+        with cgutils.for_range(builder, n_k_) as loop:
+            k = loop.index
+            b_k = builder.add(b0_, builder.mul(k, ldb_))
+            bv = [vload(bd, builder.add(b_k, const(v * lanes))) for v in range(n_v)]
+            a_k = builder.add(a0_, builder.mul(k, a_ks_))
+            for r in range(n_r):
+                s = splat(builder.load(at(ad, builder.add(a_k, builder.mul(a_rs_, const(r)))), typ=T))
+                for v in range(n_v):
+                    builder.store(builder.call(fmuladd, [s, bv[v], builder.load(acc[r][v], typ=vec)]),
+                                  acc[r][v])
+        al = splat(alpha_)
+        for r in range(n_r):
+            c_r = builder.add(c0_, builder.mul(ldc_, const(r)))
+            for v in range(n_v):
+                p = builder.bitcast(at(cd, builder.add(c_r, const(v * lanes))), vec.as_pointer())
+                old = builder.load(p, align=size, typ=vec)
+                builder.store(builder.call(fmuladd, [al, builder.load(acc[r][v], typ=vec), old]), p,
+                              align=size)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _tile_fma_python(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha):
+    """``_tile_fma`` in NumPy, for kernels run as Python (NUMBA_DISABLE_JIT)."""
+    width, rows, ks = V * _lanes(c.itemsize), np.arange(R)[:, None], np.arange(n_k)
+    a_t = a.reshape(-1)[a0 + rows * a_rs + ks * a_ks]
+    b_t = b.reshape(-1)[b0 + ks[:, None] * ldb + np.arange(width)]
+    with np.errstate(all="ignore"):
+        c.reshape(-1)[c0 + rows * ldc + np.arange(width)] += c.dtype.type(alpha) * (a_t @ b_t)
+
+
+if numba_config.DISABLE_JIT:
+    _tile_fma = _tile_fma_python  # noqa: F811
 
 
 # -- scalar activations -----------------------------------------------------------
@@ -378,10 +473,15 @@ def _input_grad_small(dz, w, dx):
 
 
 # -- dense layer: dispatch by batch size -----------------------------------------------
-# Measured on the 2-core target (python benchmarks/kernel_thresholds.py N_IN N_OUT),
-# float32, with the loops' 512-bit vectors (see WIDE_VECTORS).  OpenBLAS's
-# x.T @ dz for one row (an outer product) costs 300-3000 us where writing dw
-# takes 20-300 us.  For more rows it depends on the weights' size:
+# Where our loops beat OpenBLAS depends on the machine (its L2 and OpenBLAS's
+# kernels for it), so there are two sets of tables, each measured on a 2-core
+# machine with ``python benchmarks/kernel_thresholds.py N_IN N_OUT``, float32.
+# Re-measure them there when the machine or OpenBLAS changes.
+#
+# Intel's AVX-512 server cores (``WIDE_VECTORS``; measured on Emerald Rapids,
+# 2 MiB L2 per core, with the loops' 512-bit vectors).  OpenBLAS's x.T @ dz for
+# one row (an outer product) costs 300-3000 us where writing dw takes 20-300 us.
+# For more rows it depends on the weights' size:
 # * below 1 MiB (256 x 256, 784 x 256) the loops win at 2 rows (1.5x), and
 #   from 4 rows on the two are level or BLAS wins;
 # * 1-2 MiB, within a core's L2 (512 x 512, 640 x 640): the loops win up to
@@ -389,14 +489,23 @@ def _input_grad_small(dz, w, dx):
 # * 2-4 MiB (896 x 896): up to 4 rows (265 against 422 us at B = 4);
 # * 4 MiB (1024 x 1024): up to 8 rows (412 against 918 us at B = 8).
 # dz @ w.T for 2 to 12 rows costs 1.1-2.5x our dot products below 2 MiB, and
-# for 2 to 8 rows from there on.  Everywhere else BLAS is as fast or faster,
-# x @ w included.
+# for 2 to 8 rows from there on.  x @ w stays on BLAS (measured before the
+# register tiles; not re-measured there).
+#
+# Other cores (measured on Zen 3, 512 KiB L2 per core, 256-bit vectors; 784 x
+# 256, 512 x 512, 1024 x 1024).  OpenBLAS is slow for 2-7 rows (at 1024 x
+# 1024 x @ w took 64 us for one row, 295-530 us for 2-6 and 245 for 8).  Our
+# loops win x @ w and dz @ w.T for 2-6 rows (1.3-3x), x.T @ dz up to 4 rows
+# (1.1-2.2x; level at 6), at every size; from 8 rows on BLAS wins or ties.
 #: (weights bytes below, largest batch) pairs, in order: x.T @ dz by loops up to that batch.
-DW_LOOPS_MAX_BATCH = ((1 << 20, 2), (2 << 20, 12), (4 << 20, 4), (math.inf, 8))
-#: dz @ w.T by loops for batches from DX_LOOPS_MIN_BATCH up to the batch paired
-#: with the first weights-bytes limit above the weights' size.
+DW_LOOPS_MAX_BATCH = ((1 << 20, 2), (2 << 20, 12), (4 << 20, 4), (math.inf, 8)) if WIDE_VECTORS \
+    else ((math.inf, 4),)
+#: dz @ w.T (and x @ w) by loops for batches from DX_LOOPS_MIN_BATCH (FWD_...) up
+#: to the batch paired with the first weights-bytes limit above the weights' size.
 DX_LOOPS_MIN_BATCH = 2
-DX_LOOPS_MAX_BATCH = ((2 << 20, 12), (math.inf, 8))
+DX_LOOPS_MAX_BATCH = ((2 << 20, 12), (math.inf, 8)) if WIDE_VECTORS else ((math.inf, 6),)
+FWD_LOOPS_MIN_BATCH = 2
+FWD_LOOPS_MAX_BATCH = ((math.inf, 1),) if WIDE_VECTORS else ((math.inf, 6),)
 
 
 def _loops_up_to(table, w_bytes):
@@ -411,8 +520,18 @@ def _dx_by_loops(batch, w_bytes):
     return DX_LOOPS_MIN_BATCH <= batch <= _loops_up_to(DX_LOOPS_MAX_BATCH, w_bytes)
 
 
+def _fwd_by_loops(x, w, b, a, y):
+    """x @ w (with bias and activation) by ``_forward_loops``: for its batch
+    sizes, and arrays it takes (C-contiguous, one dtype)."""
+    return (FWD_LOOPS_MIN_BATCH <= x.shape[0] <= _loops_up_to(FWD_LOOPS_MAX_BATCH, w.nbytes)
+            and all(t.flags.c_contiguous and t.dtype == a.dtype for t in (x, w, b, y)))
+
+
 def dense_forward(x, w, b, kind, alpha, a, y):
     """Same contract as ``_numpy.dense_forward``."""
+    if _fwd_by_loops(x, w, b, a, y):
+        _forward_loops(x, w, b, kind, a.dtype.type(alpha), _consts(a), a, y)
+        return y
     np.matmul(x, w, out=a)
     _forward_elementwise(b, kind, alpha, a, y)
     return y
@@ -661,20 +780,50 @@ def _dot8(p, i, w0, w1, w2, w3, w4, w5, w6, w7, j):
             + (p[i + 4] * w4[j] + p[i + 5] * w5[j] + p[i + 6] * w6[j] + p[i + 7] * w7[j]))
 
 
-@_jit_fma
-def _forward_loops(x, w, b, kind, al, K, a, y):
-    """a = x @ w + b, y = f(a) by loops: each row of w read once for the batch,
-    eight rows of w per sweep over two rows of a (measured 1.2-1.5x faster
-    than four rows per sweep: fewer loads and stores of a per multiply-add)."""
-    _wide_vectors()
+@_inline
+def _product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha):
+    """c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
+    (flat elements) for r < n_rows, j < n_cols: column panels of three vectors,
+    then of one, each panel's rows by tiles of four rows, then of one
+    (``_tile_fma``); the last columns, fewer than a vector, by scalar loops."""
+    lanes = _VEC_BYTES // c.itemsize
+    j = 0
+    while j + lanes <= n_cols:
+        wide = j + 3 * lanes <= n_cols
+        r = 0
+        while r < n_rows:
+            four = r + 4 <= n_rows
+            c0, a_r = r * ldc + j, a0 + r * a_rs
+            if wide and four:
+                _tile_fma(4, 3, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
+            elif wide:
+                _tile_fma(1, 3, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
+            elif four:
+                _tile_fma(4, 1, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
+            else:
+                _tile_fma(1, 1, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
+            r += 4 if four else 1
+        j += 3 * lanes if wide else lanes
+    cf, af, bf = c.reshape(-1), a.reshape(-1), b.reshape(-1)
+    for jj in range(j, n_cols):
+        for r in range(n_rows):
+            s = c.dtype.type(0)
+            for k in range(n_k):
+                s += af[a0 + r * a_rs + k * a_ks] * bf[k * ldb + jj]
+            cf[r * ldc + jj] += alpha * s
+
+
+@_inline
+def _forward_rows(x, w, a, r0):
+    """a[r] += x[r] @ w for rows r >= r0 by loops that sweep each row of a with
+    eight rows of w at a time, two rows of a per sweep (for the last 0-3 rows,
+    where a four-row register tile would be mostly empty)."""
     n_rows, n_in = x.shape
-    for r in range(n_rows):
-        a[r, :] = b[0]
     i = 0
     while i + 8 <= n_in:
         w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
         w4, w5, w6, w7 = w[i + 4], w[i + 5], w[i + 6], w[i + 7]
-        r = 0
+        r = r0
         while r + 2 <= n_rows:
             p, q, ar, br = x[r], x[r + 1], a[r], a[r + 1]
             for j in range(ar.size):
@@ -688,12 +837,27 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
         i += 8
     while i < n_in:
         wi = w[i]
-        for r in range(n_rows):
+        for r in range(r0, n_rows):
             xi = x[r, i]
             ar = a[r]
             for j in range(ar.size):
                 ar[j] += xi * wi[j]
         i += 1
+
+
+@_jit_fma
+def _forward_loops(x, w, b, kind, al, K, a, y):
+    """a = x @ w + b, y = f(a) (C-contiguous arrays): register tiles for each
+    four rows (measured 1.3-1.6x faster than the sweeping loops at B = 4-16,
+    784 x 256 and 256 x 256, Zen 3), the sweeping loops for the rest."""
+    _wide_vectors()
+    n_rows, n_in = x.shape
+    n = w.shape[1]
+    for r in range(n_rows):
+        a[r, :] = b[0]
+    n4 = n_rows // 4 * 4
+    _product(a, n, x, 0, n_in, 1, w, n, n4, n_in, n, a.dtype.type(1))
+    _forward_rows(x, w, a, n4)
     for r in range(n_rows):
         _act_row(kind, al, a[r], y[r], K)
 
@@ -722,6 +886,9 @@ def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
     it replaced, at 784 x 256 and B = 1-16)."""
     T = w.dtype.type
     B, n = x.shape[0], w.shape[1]
+    if B > 4 and mu == 0 and wd == 0:
+        _update_tiled(x, g, w, lr)
+        return
     last = (B - 1) // 4 * 4  # the samples of the last sweep: last, ..., B - 1
     gl = np.zeros((4, n), g.dtype)  # their rows of g, zero-padded to four (4 n values)
     gl[:B - last] = g[last:]
@@ -729,6 +896,15 @@ def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
         _update_rows_plain(x, g, gl, w, T(1) / T(B), lr, wd, last)
     else:
         _update_rows_momentum(x, g, gl, w, v, T(1) / T(B), lr, mu, wd, nesterov, tiny, last)
+
+
+@_jit_fma
+def _update_tiled(x, g, w, lr):
+    """Plain SGD, w -= lr x.T @ g / B, by register tiles straight into w."""
+    T = w.dtype.type
+    n_rows, n_in = x.shape
+    n = w.shape[1]
+    _product(w, n, x, 0, 1, n_in, g, n, n_in, n_rows, n, -lr / T(n_rows))
 
 
 @_inline

@@ -34,12 +34,14 @@ from fastnet.kernels import _numba as J  # noqa: E402
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
 # batch sizes on both sides of every threshold of the JIT dispatch, and weights
 # sizes in each band of the threshold tables
-_LIMITS = sorted({limit for table in (J.DW_LOOPS_MAX_BATCH, J.DX_LOOPS_MAX_BATCH)
-                  for limit, _ in table if limit != math.inf})
-THRESHOLD_BATCHES = sorted({1, 2, J.DX_LOOPS_MIN_BATCH - 1, J.DX_LOOPS_MIN_BATCH}
-                           | {b + d for table in (J.DW_LOOPS_MAX_BATCH, J.DX_LOOPS_MAX_BATCH)
-                              for _, b in table for d in (0, 1)} - {0})
-WEIGHT_BYTES = [3 * limit // 4 for limit in _LIMITS] + [3 * _LIMITS[-1] // 2]  # one inside each band
+_TABLES = (J.DW_LOOPS_MAX_BATCH, J.DX_LOOPS_MAX_BATCH, J.FWD_LOOPS_MAX_BATCH)
+_LIMITS = sorted({limit for table in _TABLES for limit, _ in table if limit != math.inf})
+THRESHOLD_BATCHES = sorted({1, 2, J.DX_LOOPS_MIN_BATCH - 1, J.DX_LOOPS_MIN_BATCH,
+                            J.FWD_LOOPS_MIN_BATCH - 1, J.FWD_LOOPS_MIN_BATCH}
+                           | {b + d for table in _TABLES for _, b in table for d in (0, 1)} - {0})
+# one weights size inside each band (a single band when no table has a limit)
+WEIGHT_BYTES = ([3 * limit // 4 for limit in _LIMITS] + [3 * _LIMITS[-1] // 2] if _LIMITS
+                else [1 << 18])
 SMALL = max(b for _, b in J.DX_LOOPS_MAX_BATCH)
 ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
 

@@ -22,12 +22,14 @@ pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: n
 
 
 def _fma_counts(monkeypatch, wide):
-    """Fresh compile of the forward loops with WIDE_VECTORS = wide: {"zmm": n, "ymm": n}."""
+    """Fresh compile of the forward loops (register tiles and sweeping loops) with
+    WIDE_VECTORS = wide, and the tiles' vector width to match: {"zmm": n, "ymm": n}."""
     monkeypatch.setattr(J, "WIDE_VECTORS", wide)
+    monkeypatch.setattr(J, "_VEC_BYTES", 64 if wide else 32)
     kernel = njit(fastmath={"contract"})(J._forward_loops.py_func)
-    x = np.ones((4, 40), np.float32)
+    x = np.ones((6, 40), np.float32)  # four rows by tiles, two by the sweeping loops
     w = np.ones((40, 300), np.float32)
-    a, y = np.empty((4, 300), np.float32), np.empty((4, 300), np.float32)
+    a, y = np.empty((6, 300), np.float32), np.empty((6, 300), np.float32)
     kernel(x, w, np.zeros((1, 300), np.float32), 0, np.float32(0), J._consts(x), a, y)
     np.testing.assert_array_equal(a, 40.0)  # sums of 40 ones: exact at any width
     asm = next(iter(kernel.inspect_asm().values()))
