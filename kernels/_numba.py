@@ -142,9 +142,12 @@ def _tile_fma(typingctx, R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, a
         def vload(base, off):
             return builder.load(builder.bitcast(at(base, off), vec.as_pointer()), align=size, typ=vec)
 
+        i32 = ir.IntType(32)
+        zeros = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
+
         def splat(s):
-            one = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-            return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+            one = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, one, zeros)
 
         fmuladd = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(vec, [vec] * 3),
