@@ -4,11 +4,12 @@
 
 Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
 ``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels._numba``'s loops for
-batch sizes 1 to 32, float32.  The forward loops of the fused step (``x @ w``,
-bias and ReLU) are timed against the layer's BLAS forward too: BLAS wins there
-from a handful of rows on, so the layered path keeps it.  The thresholds in ``kernels/_numba.py``
-(``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``) come from this table on the target
-machine; re-measure them here when the machine or OpenBLAS changes.
+batch sizes 1 to 32, float32, and the forward pass (``x @ w``, bias and ReLU)
+by ``_forward_loops`` (register tiles) against the layer's BLAS forward.  The
+thresholds in ``kernels/_numba.py`` (``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``,
+``FWD_LOOPS_*``) come from this table; they differ between machines, so there
+is one set per machine class there.  Re-measure them when the machine or
+OpenBLAS changes.
 """
 
 import sys

@@ -112,8 +112,9 @@ def print_info(with_compile_times=False, out=sys.stdout):
           f"{pool['num_threads']} threads ({pool['filepath']})\n")
     w(f"direct BLAS gemm (alpha, beta): {env['direct_gemm'] or 'none found, NumPy fallback'}\n")
     if env["jit_512_bit_vectors"] is not None:
-        w(f"JIT loops with 512-bit vectors: {'yes' if env['jit_512_bit_vectors'] else 'no'} "
-          "(chosen by CPU model)\n")
+        wide = env["jit_512_bit_vectors"]
+        w(f"JIT loops with 512-bit vectors: {'yes' if wide else 'no'}; loop/BLAS thresholds "
+          f"measured on {'Emerald Rapids' if wide else 'Zen 3'} (both chosen by CPU model)\n")
     w("threads: fastnet.set_num_threads(n) limits BLAS and numba together; "
       f"now {fastnet.get_num_threads()}\n")
     for key, value in env["env"].items():

@@ -10,9 +10,9 @@ How the work is split (measured; see ``benchmarks/jit_vs_numpy.py``):
   out=)``), and everything else is fused into single compiled passes: bias and
   activation after ``x @ w``; activation derivative, ``dy`` and the bias
   gradient's column sum before ``x.T @ dz`` and ``dz @ w.T``.
-* At small batches OpenBLAS is slow for two of the products (see the
-  thresholds below): there compiled loops walk the weight rows once (rank-B
-  updates of ``dw``, dot products for ``dx``).
+* At small batches OpenBLAS is slow (see the thresholds below): there compiled
+  loops walk the weight rows once (rank-B updates of ``dw``, dot products for
+  ``dx``, register tiles for ``x @ w``).
 
 No kernel starts threads of its own (no ``prange``): the only thread pool is
 BLAS's, so the two can never oversubscribe the cores.  Scalars are cast to the
