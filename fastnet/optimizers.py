@@ -48,6 +48,14 @@ class Optimizer:
         """Create the state for ``params`` at the first step, or check that it
         belongs to them (a fused training step calls this, then updates the
         parameters and the state itself)."""
+        for i, p in enumerate(params):
+            if not (isinstance(p, np.ndarray) and p.flags.c_contiguous and p.flags.writeable):
+                got = (f"a {type(p).__name__}" if not isinstance(p, np.ndarray) else
+                       "a read-only array" if not p.flags.writeable else "a non-C-contiguous array")
+                raise ValueError(
+                    f"parameter {i} must be a writeable C-contiguous ndarray (as a layer's build "
+                    f"makes it), got {got}; assign np.ascontiguousarray(...) to the layer instead"
+                )
         shapes = tuple(p.shape for p in params)
         if self.state is None:
             self.state, self._shapes = self._new_state(params), shapes

@@ -757,3 +757,33 @@ def test_fit_divergence_keeps_the_last_good_update(mode):
     else:
         assert np.isfinite(batch_losses[:step - 1]).all()
         assert not np.isfinite(batch_losses[step - 1])
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("batch", "momentum", "keep_grads"),
+                         [(3, 0.0, False), (32, 0.0, False), (32, 0.9, False), (3, 0.0, True)])
+@pytest.mark.parametrize("layout", ["fortran", "read-only"])
+def test_replaced_weights_must_be_c_contiguous_and_writeable(backend, batch, momentum, keep_grads, layout):
+    """Every training path (fused, sgd-in-gemm, layered) refuses weights the
+    kernels cannot update in place, before touching parameters or state."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    net = fn.NeuralNetwork([fn.DenseLayer("relu", 5, neurons_num=4, rng=0),
+                            fn.DenseLayer("identity", neurons_num=3, rng=1)],
+                           "softmax_xent", fn.SGD(0.1, momentum=momentum), backend=backend)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(batch, 5)).astype(np.float32), rng.integers(0, 3, batch)
+    net.train_step(x, y)
+    w = np.asfortranarray(net.layers[1].w)
+    if layout == "read-only":
+        w = np.array(w, order="C")
+        w.flags.writeable = False
+    net.layers[1].w = w
+    before = [p.copy() for p in net.parameters()]
+    state = [s.copy() for s in net.optimizer.state]
+    with pytest.raises(ValueError, match="parameter 2 must be a writeable C-contiguous ndarray"):
+        net.train_step(x, y, keep_grads=keep_grads)
+    for p, q in zip(net.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p, q)
+    for s, t in zip(net.optimizer.state, state, strict=True):
+        np.testing.assert_array_equal(s, t)

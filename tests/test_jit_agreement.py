@@ -364,3 +364,84 @@ def test_auto_falls_back_when_numba_is_missing(monkeypatch):
         fb._forget_numba()
     monkeypatch.undo()
     assert "numba" in fb.available_backends()
+
+
+# -- the small-batch loop kernels themselves, whatever the thresholds ------------------
+# The threshold tables differ between machine classes (``kernels/_numba.py``), so the
+# dispatch tests above reach different loop batches on different machines; here every
+# loop kernel runs at every batch either table gives to it, and on either side.
+LOOP_BATCHES = range(1, 14)
+LOOP_SHAPES = [(37, 70), (9, 203), (70, 9)]  # partial panels, scalar columns, n_in % 4 != 0
+
+
+def _loop_case(rng, batch, n_in, n_out, dtype):
+    x, w, b, dz = _dense_case(rng, batch, n_in, n_out, dtype)
+    return x, w, b, dz, x.astype(np.float64), dz.astype(np.float64)
+
+
+def _tiled_update(w_shape, x, dz, momentum, dtype, update=None):
+    """-(x.T @ dz / B) from one SGD step of lr 1 on zero weights (and zero velocity)."""
+    T = np.dtype(dtype).type
+    w = np.zeros(w_shape, dtype)
+    v = np.zeros_like(w) if momentum else w[:0]
+    (update or J._update_rows)(x, dz, w, v, T(1), T(momentum), T(0), False, J._tiny(w))
+    return w
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("batch", LOOP_BATCHES)
+def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
+    rng = np.random.default_rng(batch)
+    relu = ACTIVATIONS.index("relu")
+    for n_in, n_out in LOOP_SHAPES:
+        x, w, b, dz, x64, dz64 = _loop_case(rng, batch, n_in, n_out, dtype)
+        a, y = np.full((batch, n_out), np.nan, dtype), np.full((batch, n_out), np.nan, dtype)
+        J._forward_loops(x, w, b, relu, dtype(0), J._consts(x), a, y)
+        ref = x64 @ w + b
+        assert_agree(a, ref.astype(dtype), dtype, np.abs(x) @ np.abs(w) + np.abs(b), "forward a")
+        np.testing.assert_array_equal(y, np.maximum(a, 0))
+        dw_ref = x64.T @ dz64 / batch
+        scale = np.abs(x).T @ np.abs(dz) / batch
+        dw = np.full_like(w, np.nan)
+        J._weight_grad_small(x, dz, dw)
+        assert_agree(dw, dw_ref.astype(dtype), dtype, scale, "dw loops")
+        dx = np.full_like(x, np.nan)
+        J._input_grad_small(dz, w, dx)
+        assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
+        for momentum in (0.0, 0.9):  # plain SGD above 4 rows: the register tiles
+            got = _tiled_update(w.shape, x, dz, momentum, dtype)
+            assert_agree(got, (-dw_ref).astype(dtype), dtype, scale, f"update, momentum {momentum}")
+
+
+WIDE_TILES = """
+import numpy as np
+from fastnet.kernels import _numba as J
+J._VEC_BYTES = 64  # before anything compiles (fresh cache): the tiles of the AVX-512 machines
+import test_jit_agreement as t
+for batch in (4, 5, 8, 13):
+    rng = np.random.default_rng(batch)
+    for n_in, n_out in t.LOOP_SHAPES + [(20, 97)]:
+        x, w, b, dz, x64, dz64 = t._loop_case(rng, batch, n_in, n_out, np.float32)
+        a, y = np.empty((batch, n_out), np.float32), np.empty((batch, n_out), np.float32)
+        J._forward_loops(x, w, b, 0, np.float32(0), J._consts(x), a, y)
+        t.assert_agree(a, (x64 @ w + b).astype(np.float32), np.float32,
+                       np.abs(x) @ np.abs(w) + np.abs(b), "forward a")
+        got = t._tiled_update(w.shape, x, dz, 0.0, np.float32,
+                              lambda x, dz, w, v, lr, *_: J._update_tiled(x, dz, w, lr))
+        t.assert_agree(got, (-(x64.T @ dz64) / batch).astype(np.float32), np.float32,
+                       np.abs(x).T @ np.abs(dz) / batch, "update")
+print("ok")
+"""
+
+
+@pytest.mark.skipif(J.WIDE_VECTORS, reason="these tiles already run in this process")
+def test_512_bit_tiles_agree(tmp_path):
+    """The 64-byte tiles (16 float32 lanes, 48-column panels) of the Sapphire/Emerald/
+    Granite Rapids machines, compiled here too: LLVM splits their vectors for AVX2."""
+    import os
+    import subprocess
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path), PYTHONPATH=os.path.dirname(__file__))
+    done = subprocess.run([sys.executable, "-c", WIDE_TILES], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]

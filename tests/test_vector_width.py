@@ -22,15 +22,20 @@ pytestmark = pytest.mark.skipif(config.DISABLE_JIT, reason="NUMBA_DISABLE_JIT: n
 
 
 def _fma_counts(monkeypatch, wide):
-    """Fresh compile of the forward loops (register tiles and sweeping loops) with
-    WIDE_VECTORS = wide, and the tiles' vector width to match: {"zmm": n, "ymm": n}."""
+    """Fresh compile of the forward pass's sweeping loops with WIDE_VECTORS = wide:
+    {"zmm": n, "ymm": n}.  (The register tiles set their width themselves, by
+    ``_VEC_BYTES``; the hint is for the loops that LLVM vectorises.)"""
     monkeypatch.setattr(J, "WIDE_VECTORS", wide)
-    monkeypatch.setattr(J, "_VEC_BYTES", 64 if wide else 32)
-    kernel = njit(fastmath={"contract"})(J._forward_loops.py_func)
-    x = np.ones((6, 40), np.float32)  # four rows by tiles, two by the sweeping loops
-    w = np.ones((40, 300), np.float32)
-    a, y = np.empty((6, 300), np.float32), np.empty((6, 300), np.float32)
-    kernel(x, w, np.zeros((1, 300), np.float32), 0, np.float32(0), J._consts(x), a, y)
+    wide_vectors, forward_rows = J._wide_vectors, J._forward_rows
+
+    @njit(fastmath={"contract"})
+    def kernel(x, w, a):
+        wide_vectors()
+        forward_rows(x, w, a, 0)
+
+    x, w = np.ones((3, 40), np.float32), np.ones((40, 300), np.float32)
+    a = np.zeros((3, 300), np.float32)
+    kernel(x, w, a)
     np.testing.assert_array_equal(a, 40.0)  # sums of 40 ones: exact at any width
     asm = next(iter(kernel.inspect_asm().values()))
     return {reg: len(re.findall(rf"vfmadd\w*\s[^\n]*{reg}", asm)) for reg in ("zmm", "ymm")}
