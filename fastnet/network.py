@@ -18,6 +18,12 @@ MODES = ("sgd", "gd")
 #: Batches up to this size train by one fused compiled call (numba, SGD):
 #: measured faster than the layered path up to here (benchmarks/latency.py).
 FUSED_MAX_BATCH = 16
+#: ... but only up to this size when a layer's weights reach FUSED_BIG_WEIGHTS
+#: bytes: there BLAS's x @ w pulls ahead from about 8 rows (a 512 x 512 layer
+#: at 16 rows: fused 0.92x the sgd-in-gemm path; 1024 x 1024: 0.71x; at 8-12
+#: rows 0.98-1.06x; Zen 3, side by side).
+FUSED_MAX_BATCH_BIG_WEIGHTS = 8
+FUSED_BIG_WEIGHTS = 1 << 20
 _PREDICT_CHUNK = 1024
 
 
@@ -226,7 +232,8 @@ class NeuralNetwork:
 
         * ``"fused"``: one compiled call for the whole step.  The numba
           backend, an ``SGD`` optimizer (with or without momentum), built-in
-          activations and ``batch_size <= FUSED_MAX_BATCH``.
+          activations and ``batch_size <= FUSED_MAX_BATCH`` (16; 8 when a
+          layer's weights take 1 MiB or more).
         * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
           applied by BLAS inside the weight-gradient product, so no ``dw`` is
           written and read again.  The numba backend, plain ``SGD`` (no
@@ -245,7 +252,9 @@ class NeuralNetwork:
         if (comm is not None or self.backend != "numba" or type(opt) is not SGD
                 or any(kernel_code(la.activation) is None for la in self.layers)):
             return "layered"
-        if batch_size <= FUSED_MAX_BATCH:
+        if batch_size <= FUSED_MAX_BATCH and (
+                batch_size <= FUSED_MAX_BATCH_BIG_WEIGHTS
+                or all(la.w is None or la.w.nbytes < FUSED_BIG_WEIGHTS for la in self.layers)):
             return "fused"
         if opt.momentum == 0 and opt.weight_decay == 0:
             return "sgd-in-gemm"

@@ -222,3 +222,30 @@ def test_fused_step_sees_replaced_weights_and_activations():
     np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=1e-12)
     for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
         _close(got, want, 1e-12)
+
+
+def test_big_weights_take_the_fused_path_only_up_to_its_own_limit():
+    from fastnet.network import FUSED_BIG_WEIGHTS, FUSED_MAX_BATCH_BIG_WEIGHTS
+
+    side = int(np.sqrt(FUSED_BIG_WEIGHTS // 4))  # a float32 layer of exactly the limit
+    for n_in, big in ((side, True), (side - 1, False)):
+        layers = [fn.DenseLayer("relu", n_in, neurons_num=side, rng=0),
+                  fn.DenseLayer("identity", neurons_num=3, rng=1)]
+        for opt, past in ((fn.SGD(0.1), "sgd-in-gemm"), (fn.SGD(0.1, momentum=0.9), "layered")):
+            net = fn.NeuralNetwork(layers, "softmax_xent", opt, backend="numba")
+            assert net.plan(FUSED_MAX_BATCH_BIG_WEIGHTS) == "fused"
+            assert net.plan(FUSED_MAX_BATCH_BIG_WEIGHTS + 1) == (past if big else "fused")
+            assert net.plan(FUSED_MAX_BATCH) == (past if big else "fused")
+            assert net.plan(FUSED_MAX_BATCH + 1) == past
+    # and training across the switch agrees with the reference
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(FUSED_MAX_BATCH, side)).astype(np.float32)
+    y = rng.integers(0, 3, FUSED_MAX_BATCH)
+    nets = [fn.NeuralNetwork([fn.DenseLayer("relu", side, neurons_num=side, rng=0),
+                              fn.DenseLayer("identity", neurons_num=3, rng=1)],
+                             "softmax_xent", fn.SGD(0.05), backend=b) for b in ("numpy", "numba")]
+    for batch in (FUSED_MAX_BATCH_BIG_WEIGHTS, FUSED_MAX_BATCH_BIG_WEIGHTS + 1, FUSED_MAX_BATCH):
+        losses = [net.train_step(x[:batch], y[:batch]) for net in nets]
+        np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+    for got, want in zip(nets[1].parameters(), nets[0].parameters(), strict=True):
+        _close(got, want, 1e-5)

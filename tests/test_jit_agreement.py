@@ -371,7 +371,9 @@ def test_auto_falls_back_when_numba_is_missing(monkeypatch):
 # dispatch tests above reach different loop batches on different machines; here every
 # loop kernel runs at every batch either table gives to it, and on either side.
 LOOP_BATCHES = range(1, 14)
-LOOP_SHAPES = [(37, 70), (9, 203), (70, 9)]  # partial panels, scalar columns, n_in % 4 != 0
+# partial panels, scalar columns, n_in % 4 != 0; rows of 2 KiB multiples (the tiled
+# update's padded copies of x, and of g with w walked row by row)
+LOOP_SHAPES = [(37, 70), (9, 203), (70, 9), (512, 9), (9, 512)]
 
 
 def _loop_case(rng, batch, n_in, n_out, dtype):
