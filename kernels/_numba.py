@@ -492,8 +492,8 @@ def _input_grad_small(dz, w, dx):
 #
 # Intel's Sapphire, Emerald and Granite Rapids cores (``WIDE_VECTORS``; measured
 # on Emerald Rapids, 2 MiB L2 per core, with the loops' 512-bit vectors).
-# OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where writing dw takes 20-300 us.
-# For more rows it depends on the weights' size:
+# OpenBLAS's x.T @ dz for one row (an outer product) costs 300-3000 us where
+# writing dw takes 20-300 us.  For more rows it depends on the weights' size:
 # * below 1 MiB (256 x 256, 784 x 256) the loops win at 2 rows (1.5x), and
 #   from 4 rows on the two are level or BLAS wins;
 # * 1-2 MiB, within a core's L2 (512 x 512, 640 x 640): the loops win up to
@@ -505,10 +505,10 @@ def _input_grad_small(dz, w, dx):
 # register tiles; not re-measured there).
 #
 # All other cores, older AVX-512 Xeons included (measured on Zen 3, 512 KiB L2
-# per core; 784 x 256, 512 x 512, 1024 x 1024).  OpenBLAS is slow for 2-7 rows (at 1024 x
-# 1024 x @ w took 64 us for one row, 295-530 us for 2-6 and 245 for 8).  Our
-# loops win x @ w and dz @ w.T for 2-6 rows (1.3-3x), x.T @ dz up to 4 rows
-# (1.1-2.2x; level at 6), at every size; from 8 rows on BLAS wins or ties.
+# per core; 784 x 256, 512 x 512, 1024 x 1024).  OpenBLAS is slow for 2-7 rows
+# (at 1024 x 1024 x @ w took 64 us for one row, 295-530 us for 2-6 and 245 for
+# 8).  Our loops win x @ w and dz @ w.T for 2-6 rows (1.3-3x), x.T @ dz up to
+# 4 rows (1.1-2.2x; level at 6), at every size; from 8 rows on BLAS wins or ties.
 #: (weights bytes below, largest batch) pairs, in order: x.T @ dz by loops up to that batch.
 DW_LOOPS_MAX_BATCH = ((1 << 20, 2), (2 << 20, 12), (4 << 20, 4), (math.inf, 8)) if WIDE_VECTORS \
     else ((math.inf, 4),)
@@ -811,9 +811,9 @@ def _product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows
     (flat elements) for r < n_rows, j < n_cols, by ``_tile_fma``: column panels
     of three vectors, then of one; rows by four, then by one; the last columns,
     fewer than a vector, by scalar loops.  Panels outer when b is the big operand
-    (each panel of b is read once for all rows), rows outer when c is (c is then
-    walked in memory order: panels down a 1024-wide w, 4 KiB apart, thrash the
-    caches' sets; measured 0.56x at 16 x 1024 x 1024)."""
+    (each panel of b is read once for all rows); rows outer when c is and its
+    rows alias in the caches (see ``_update_tiled``): c is then walked in
+    memory order."""
     lanes = _VEC_BYTES // c.itemsize
     j_end = n_cols // lanes * lanes
     if rows_outer:
