@@ -961,8 +961,8 @@ def _update_tiled(x, g, w, lr):
     # x and g are read down their columns, a row apart.  Where a row is a multiple
     # of 2 KiB long (512 or 1024 float32) those reads all fall in one or two sets of
     # the L1 cache and evict each other: there they are copied to rows one cache
-    # line longer, and w (equally long rows) is walked in memory order (1.15x at
-    # 16 x 512 x 512, 1.7x at 16 x 1024 x 1024; elsewhere the copy cost 0.8x).
+    # line longer, and w (equally long rows) is walked in memory order (1.1-1.15x
+    # at 16 x 512 x 512, 1.4-1.7x at 16 x 1024 x 1024; elsewhere the copy cost 0.8x).
     xp, ldx = _unaliased_rows(x)
     gp, ldg = _unaliased_rows(g)
     _product(w, n, xp, 0, 1, ldx, gp, ldg, n_in, n_rows, n, -lr / T(n_rows), _aliasing(w))
