@@ -381,7 +381,7 @@ def _loop_case(rng, batch, n_in, n_out, dtype):
     return x, w, b, dz, x.astype(np.float64), dz.astype(np.float64)
 
 
-def _tiled_update(w_shape, x, dz, momentum, dtype, update=None):
+def _step_on_zero_weights(w_shape, x, dz, momentum, dtype, update=None):
     """-(x.T @ dz / B) from one SGD step of lr 1 on zero weights (and zero velocity)."""
     T = np.dtype(dtype).type
     w = np.zeros(w_shape, dtype)
@@ -411,7 +411,7 @@ def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
         J._input_grad_small(dz, w, dx)
         assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
         for momentum in (0.0, 0.9):  # plain SGD above 4 rows: the register tiles
-            got = _tiled_update(w.shape, x, dz, momentum, dtype)
+            got = _step_on_zero_weights(w.shape, x, dz, momentum, dtype)
             assert_agree(got, (-dw_ref).astype(dtype), dtype, scale, f"update, momentum {momentum}")
 
 
@@ -428,7 +428,7 @@ for batch in (4, 5, 8, 13):
         J._forward_loops(x, w, b, 0, np.float32(0), J._consts(x), a, y)
         t.assert_agree(a, (x64 @ w + b).astype(np.float32), np.float32,
                        np.abs(x) @ np.abs(w) + np.abs(b), "forward a")
-        got = t._tiled_update(w.shape, x, dz, 0.0, np.float32,
+        got = t._step_on_zero_weights(w.shape, x, dz, 0.0, np.float32,
                               lambda x, dz, w, v, lr, *_: J._update_tiled(x, dz, w, lr))
         t.assert_agree(got, (-(x64.T @ dz64) / batch).astype(np.float32), np.float32,
                        np.abs(x).T @ np.abs(dz) / batch, "update")
