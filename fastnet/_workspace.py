@@ -1,6 +1,50 @@
-"""Workspaces that grow to the largest batch seen and are reused for smaller ones."""
+"""Arrays for the kernels: 64-byte aligned, and workspaces reused across batches.
+
+NumPy aligns its allocations to 16 bytes only.  The compiled kernels load
+32- or 64-byte vectors along the rows of the weights and workspaces; when a
+row starts 16 or 48 bytes past a cache line, every other 32-byte load spans
+two lines.  Measured on Zen 3 (784 x 256 layer, B = 16, float32, side by
+side): ``x @ w`` 1.19x and the SGD update 1.25x slower at offsets 16 and 48
+than at 0 and 32, the whole fused MLP step 1.15x.  So every array fastnet
+allocates for the kernels starts on a cache line (and, where a row is a
+multiple of 64 bytes, so does every row).
+"""
 
 import numpy as np
+
+ALIGN = 64  # bytes: one cache line
+
+
+def aligned_empty(shape, dtype):
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    shape = (shape,) if np.isscalar(shape) else tuple(shape)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(nbytes + ALIGN, np.uint8)
+    start = -buf.ctypes.data % ALIGN
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
+def aligned_zeros(shape, dtype):
+    out = aligned_empty(shape, dtype)
+    out[...] = 0
+    return out
+
+
+def is_aligned(a):
+    return a.flags.c_contiguous and a.ctypes.data % ALIGN == 0
+
+
+def aligned_copy(a, dtype=None):
+    """``a`` as a C-contiguous, 64-byte aligned array of ``dtype``: ``a`` itself
+    when it already is one, else a copy."""
+    a = np.asarray(a)
+    dtype = a.dtype if dtype is None else np.dtype(dtype)
+    if a.dtype == dtype and is_aligned(a):
+        return a
+    out = aligned_empty(a.shape, dtype)
+    out[...] = a
+    return out
 
 
 def rows(store, name, batch, width, dtype):
@@ -10,5 +54,5 @@ def rows(store, name, batch, width, dtype):
     reallocating."""
     buf = store.get(name)
     if buf is None or buf.shape[0] < batch:
-        buf = store[name] = np.empty((batch, width), dtype)
+        buf = store[name] = aligned_empty((batch, width), dtype)
     return buf[:batch]

@@ -9,10 +9,12 @@ in float32 and float64.
 
 import numpy as np
 
+from fastnet._workspace import aligned_copy, aligned_zeros
+
 
 def _fill(layer, w):
-    layer.w = np.ascontiguousarray(w, dtype=layer.dtype)
-    layer.b = np.zeros((1, layer.neurons_num), dtype=layer.dtype)
+    layer.w = aligned_copy(w, layer.dtype)
+    layer.b = aligned_zeros((1, layer.neurons_num), layer.dtype)
 
 
 def _shape(layer):

@@ -5,7 +5,7 @@ import numbers
 import numpy as np
 
 from fastnet._validation import as_float_batch, describe, positive_int
-from fastnet._workspace import rows
+from fastnet._workspace import aligned_copy, aligned_empty, rows
 from fastnet.activations import get_activation, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.init import WeightInit, get_init
@@ -138,8 +138,8 @@ class DenseLayer:
         except BaseException:
             self.n_inputs, self.w, self.b = before  # a failed build leaves the layer as it was
             raise
-        self.w = np.ascontiguousarray(self.w)
-        self.b = np.ascontiguousarray(self.b)
+        self.w = aligned_copy(self.w)  # C-contiguous, 64-byte aligned (copied if need be)
+        self.b = aligned_copy(self.b)
         self._clear_caches()
         return self
 
@@ -160,8 +160,8 @@ class DenseLayer:
         if self.dw is None:  # kept in the store: a fused step hides them, never frees them
             self.dw = self._store.get("dw")
             if self.dw is None:
-                self.dw = self._store["dw"] = np.empty_like(self.w)
-                self._store["db"] = np.empty_like(self.b)
+                self.dw = self._store["dw"] = aligned_empty(self.w.shape, self.w.dtype)
+                self._store["db"] = aligned_empty(self.b.shape, self.b.dtype)
             self.db = self._store["db"]
 
     # -- passes ---------------------------------------------------------------

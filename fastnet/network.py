@@ -7,7 +7,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fastnet._validation import as_float_batch, positive_int
-from fastnet._workspace import rows
+from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import Identity, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
@@ -460,8 +460,8 @@ class NeuralNetwork:
         """(step, x, t) per minibatch; shuffled batches are gathered into two
         buffers reused for the whole epoch, so the steps allocate nothing."""
         if order is not None:
-            xbuf = np.empty((min(batch_size, X.shape[0]), X.shape[1]), X.dtype)
-            tbuf = np.empty((xbuf.shape[0], T.shape[1]), T.dtype)
+            xbuf = aligned_empty((min(batch_size, X.shape[0]), X.shape[1]), X.dtype)
+            tbuf = aligned_empty((xbuf.shape[0], T.shape[1]), T.dtype)
         for step, s in enumerate(starts, start=1):
             if order is None:
                 yield step, X[s:s + batch_size], T[s:s + batch_size]
@@ -490,7 +490,7 @@ class NeuralNetwork:
         """The epoch's mean gradient (network buffers), loss sum and number correct."""
         params = self.parameters()
         if self._gd_acc is None or any(a.shape != p.shape for a, p in zip(self._gd_acc, params, strict=True)):
-            self._gd_acc = [np.empty_like(p) for p in params]
+            self._gd_acc = [aligned_empty(p.shape, p.dtype) for p in params]
         acc_grads = self._gd_acc
         for a in acc_grads:
             a.fill(0)  # the first chunk has frac = 1, but 0 * garbage may be NaN

@@ -10,6 +10,7 @@ with parameters of other shapes raises instead of touching the state.
 import numpy as np
 
 from fastnet._validation import real_number
+from fastnet._workspace import aligned_zeros
 
 
 class _Hyper:
@@ -107,7 +108,7 @@ class SGD(Optimizer):
     def _velocity(self, p):
         if self.momentum == 0:  # no velocity to keep: an empty placeholder
             return np.zeros((0,) * p.ndim, dtype=p.dtype)
-        return np.zeros_like(p)
+        return aligned_zeros(p.shape, p.dtype)
 
     def prepare(self, params):
         super().prepare(params)
@@ -145,8 +146,8 @@ class Adam(Optimizer):
         self.weight_decay = weight_decay
 
     def _new_state(self, params):
-        return {"t": 0, "m": [np.zeros_like(p) for p in params],
-                "v": [np.zeros_like(p) for p in params]}
+        return {"t": 0, "m": [aligned_zeros(p.shape, p.dtype) for p in params],
+                "v": [aligned_zeros(p.shape, p.dtype) for p in params]}
 
     def _step(self, kernels, params, grads):
         self.state["t"] += 1
