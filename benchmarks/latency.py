@@ -4,9 +4,8 @@
 
 Side by side in one process, medians after warm-up (``fastnet._timing``):
 ``fastnet`` (``train_step``, on the path ``net.plan()`` picks), its fused step
-forced at every batch size (to find where it stops paying), the same with
-``fused_threads = 2`` (two threads from B = 5 on), its layered numba step
-(``keep_grads=True``),
+forced at every batch size (to find where it stops paying), its layered numba
+step (``keep_grads=True``),
 the NumPy reference, and, when installed, PyTorch eager and JAX ``jit`` of
 the whole step (each peer timed in a block of its own, as in ``fastnet
 profile``).  ReLU, softmax cross-entropy, float32, plain SGD.
@@ -43,12 +42,10 @@ def build_mlp(backend):
 def fastnet_cases(x, y):
     cases = {}
     if "numba" in fn.available_backends():
-        planned, fused, layered, fused2 = (build_mlp("numba") for _ in range(4))
-        fused2.fused_threads = 2
+        planned, fused, layered = build_mlp("numba"), build_mlp("numba"), build_mlp("numba")
         t = fused.loss.prepare_targets(y, x.shape[0], SIZES[-1], np.float32)
         cases["fastnet"] = lambda: planned.train_step(x, y)  # the path net.plan() picks
         cases["fused (forced)"] = lambda: fused._fused_step(x, t, "")
-        cases["fused 2 threads"] = lambda: fused2._fused_step(x, t, "")
         cases["layered numba"] = lambda: layered.train_step(x, y, keep_grads=True)
     ref = build_mlp("numpy")
     cases["numpy reference"] = lambda: ref.train_step(x, y)
@@ -171,7 +168,7 @@ def _plot(rows, names, floor, path):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     b = [r["batch"] for r in rows]
     for name in names:
-        if name in ("fused (forced)", "fused 2 threads"):
+        if name == "fused (forced)":
             style = {"ls": "--", "lw": 1, "alpha": 0.7}
         else:
             style = {"lw": 2 if name == "fastnet" else 1.2}

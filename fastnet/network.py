@@ -1,14 +1,13 @@
 """NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
 
 import math
-import numbers
 import operator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fastnet._validation import as_float_batch, positive_int
-from fastnet._workspace import aligned_empty, aligned_zeros, rows
+from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import Identity, kernel_code
 from fastnet.backend import kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
@@ -25,10 +24,6 @@ FUSED_MAX_BATCH = 16
 #: rows 0.98-1.06x; Zen 3, side by side).
 FUSED_MAX_BATCH_BIG_WEIGHTS = 8
 FUSED_BIG_WEIGHTS = 1 << 20
-#: With ``fused_threads = 2``, fused steps of at least this many samples run on two
-#: threads (below it the one-thread step's row loops win: two threads measured
-#: 0.68x at B = 1, 0.89x at 2, 1.01x at 4; 784-256-256-10 MLP, Zen 3).
-FUSED_2T_MIN_BATCH = 5
 _PREDICT_CHUNK = 1024
 
 
@@ -102,7 +97,6 @@ class NeuralNetwork:
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
-        self.fused_threads = 1
 
     # -- properties ----------------------------------------------------------------
     @property
@@ -117,29 +111,6 @@ class NeuralNetwork:
             layer.backend = concrete
         self._backend = concrete
         self._k = kernels_for(concrete)
-
-    @property
-    def fused_threads(self):
-        """1 (the default) or 2: the threads a fused step (see ``plan``) may use.
-
-        With 2, fused steps of ``FUSED_2T_MIN_BATCH`` (5) or more samples with plain
-        SGD (no momentum, no weight decay) run on numba's first two threads, each
-        owning half of every layer's outputs (``kernels._numba.fused_sgd_step_2t``),
-        when numba may use two threads (``fastnet.set_num_threads``) and no
-        layer's width is a multiple of 2 KiB (there the update's reads alias in
-        the cache).  Otherwise, or when another Python thread is in a
-        two-thread step, the step runs on one thread.  Opt-in, because its gain
-        depends on two cores being free at once: on a shared 2-vCPU VM it
-        measured 1.1-1.45x faster at B = 5-16 in some runs and 0.7-0.95x in
-        others (``python benchmarks/latency.py``).
-        """
-        return self._fused_threads
-
-    @fused_threads.setter
-    def fused_threads(self, n):
-        if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n not in (1, 2):
-            raise ValueError(f"fused_threads must be 1 or 2, got {n!r}")
-        self._fused_threads = int(n)
 
     @property
     def dtype(self):
@@ -262,8 +233,7 @@ class NeuralNetwork:
         * ``"fused"``: one compiled call for the whole step.  The numba
           backend, an ``SGD`` optimizer (with or without momentum), built-in
           activations and ``batch_size <= FUSED_MAX_BATCH`` (16; 8 when a
-          layer's weights take 1 MiB or more).  On one thread, or on two
-          when ``fused_threads`` is 2 (see there).
+          layer's weights take 1 MiB or more).
         * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
           applied by BLAS inside the weight-gradient product, so no ``dw`` is
           written and read again.  The numba backend, plain ``SGD`` (no
@@ -320,40 +290,11 @@ class NeuralNetwork:
         for layer in self.layers:
             layer.x, inp = inp, layer.y
             layer.dw = layer.db = layer.dx = None  # not materialised on this path
-        loss = None
-        if self._two_threads(x.shape[0]):
-            ws, bs, _, _, kinds, alphas, as_, ys, gs = args
-            loss = self._k.fused_sgd_step_2t(x, t, ws, bs, kinds, alphas, as_, ys, gs,
-                                             *self._two_thread_arrays(x.shape[0]), self.loss.code, opt.lr)
-        if loss is None:
-            loss = self._k.fused_sgd_step(
-                x, t, *args, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
-                bool(opt.nesterov and opt.momentum != 0))
-        loss = float(loss)
+        loss = float(self._k.fused_sgd_step(
+            x, t, *args, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+            bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
-
-    def _two_threads(self, batch):
-        """Whether this fused step is to run on two threads (see ``fused_threads``)."""
-        opt, k = self.optimizer, self._k
-        return (self._fused_threads == 2 and batch >= FUSED_2T_MIN_BATCH and opt.momentum == 0
-                and opt.weight_decay == 0 and k.two_threads_available()
-                and not any(n * la.w.itemsize % 2048 == 0
-                            for la in self.layers for n in la.w.shape))
-
-    def _two_thread_arrays(self, batch):
-        """The two-thread step's scratch for a batch of this size: per layer the
-        two threads' parts of dz @ w.T, the column splits, the sync slots and the
-        loss slot."""
-        shapes = tuple(la.w.shape for la in self.layers)
-        cached = self._store.get("fused2")
-        if cached is None or cached[0] != (batch, shapes, self.dtype):
-            parts = tuple(aligned_zeros((2, batch, la.n_inputs), self.dtype) for la in self.layers)
-            splits = np.array([_column_split(la.neurons_num, self.dtype.itemsize)
-                               for la in self.layers], np.int64)
-            cached = self._store["fused2"] = ((batch, shapes, self.dtype),
-                                              (parts, splits, np.zeros(16, np.int64), np.zeros(2)))
-        return cached[1]
 
     def _fused_key(self, batch):
         """Everything the fused kernel's arrays come from: compared by identity,
@@ -641,16 +582,6 @@ class NeuralNetwork:
         sizes = "-".join(str(s) for s in [self.n_inputs] + [la.neurons_num for la in self.layers])
         return (f"NeuralNetwork({sizes}, loss={self.loss!r}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
-
-
-def _column_split(n, itemsize):
-    """Where the second thread's columns of an n-wide layer start (two-thread
-    fused step): the middle, rounded down to a cache line (a whole number of
-    vectors, and no line written by both threads); n, all for the first
-    thread, when that would leave the first nothing."""
-    unit = 64 // itemsize
-    s = n // 2 // unit * unit
-    return s if s > 0 else n
 
 
 def _check_loss(loss, where):

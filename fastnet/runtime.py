@@ -2,10 +2,8 @@
 
 ``set_num_threads(n)`` is the one thread setting of fastnet.  It limits the
 BLAS pool (through threadpoolctl) and numba's pool together.  fastnet's
-compiled kernels start no threads of their own, except the opt-in two-thread
-fused step (``NeuralNetwork.fused_threads``), which runs on numba's pool while
-BLAS is idle; so with this setting the process never computes on more threads
-than ``n``, at any batch size.
+compiled kernels start no threads of their own, so with this setting the
+process never runs more compute threads than ``n``, at any batch size.
 """
 
 import time

@@ -14,21 +14,18 @@ How the work is split (measured; see ``benchmarks/jit_vs_numpy.py``):
   loops walk the weight rows once (rank-B updates of ``dw``, dot products for
   ``dx``, register tiles for ``x @ w``).
 
-One kernel starts threads of its own: ``fused_sgd_step_2t``, the fused
-small-batch step on numba's first two threads (one ``prange``).  It calls no
-BLAS, and everything else runs on BLAS's pool alone, so the two pools never
-compute at the same time.  Scalars are cast to the
+No kernel starts threads of its own (no ``prange``): the only thread pool is
+BLAS's, so the two can never oversubscribe the cores.  Scalars are cast to the
 arrays' dtype inside the kernels and constants are typed the same way, so
 float32 stays float32; the loss is accumulated in float64 and returned as the
 arrays' dtype.
 """
 
 import math
-import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core import config as numba_config
 from numba.extending import intrinsic
@@ -457,29 +454,23 @@ def _weight_grad_small(x, dz, dw):
         _add_weight_grad_row(x, dz, i, inv, row)
 
 
-@_jit
-def _input_grad_small(dz, w, dx):
-    """dx[r, i] = dz[r] . w[i]: contiguous dot products, each row of w read once."""
-    _input_grad_cols(dz, w, dx, 0, w.shape[1])
-
-
 @_jit_dot
-def _input_grad_cols(dz, w, dx, c0, c1):
-    """dx[r, i] = dz[r, c0:c1] . w[i, c0:c1]: two rows of w by four rows of dz per
-    sweep, eight sums at a time (measured 1.25-1.55x faster than one row of w
-    per sweep at 256 x 256, 512 x 512 and 784 x 256, B = 4-16, Zen 3: fewer
-    loads per multiply-add)."""
+def _input_grad_small(dz, w, dx):
+    """dx[r, i] = dz[r] . w[i]: contiguous dot products, each row of w read once;
+    two rows of w by four rows of dz per sweep, eight sums at a time (measured
+    1.25-1.55x faster than one row of w per sweep at 256 x 256, 512 x 512 and
+    784 x 256, B = 4-16, Zen 3: fewer loads per multiply-add)."""
     _wide_vectors()
-    n_rows, n = dz.shape[0], c1 - c0
+    n_rows, n = dz.shape
     n_in = w.shape[0]
     zero = dz.dtype.type(0)
     for i in range(0, n_in, 2):
         pair = i + 1 < n_in
-        wi = w[i, c0:c1]
-        wk = w[i + 1, c0:c1] if pair else wi  # an odd last row is summed twice, stored once
+        wi = w[i]
+        wk = w[i + 1] if pair else wi  # an odd last row is summed twice, stored once
         r = 0
         while r + 4 <= n_rows:
-            d0, d1, d2, d3 = dz[r, c0:c1], dz[r + 1, c0:c1], dz[r + 2, c0:c1], dz[r + 3, c0:c1]
+            d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
             s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = zero
             for j in range(n):
                 u, v = wi[j], wk[j]
@@ -496,7 +487,7 @@ def _input_grad_cols(dz, w, dx, c0, c1):
                 dx[r, i + 1], dx[r + 1, i + 1], dx[r + 2, i + 1], dx[r + 3, i + 1] = t0, t1, t2, t3
             r += 4
         while r < n_rows:
-            dr = dz[r, c0:c1]
+            dr = dz[r]
             s0 = t0 = zero
             for j in range(n):
                 s0 += dr[j] * wi[j]
@@ -829,8 +820,8 @@ def _tile(wide, four, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha):
 
 
 @_inline
-def _product(c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_rows, n_k, n_cols, alpha, rows_outer):
-    """c[c0 + r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[b0 + k ldb + j]
+def _product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer):
+    """c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
     (flat elements) for r < n_rows, j < n_cols, by ``_tile_fma``: column panels
     of three vectors, then of one; rows by four, then by one; the last columns,
     fewer than a vector, by scalar loops.  Panels outer when b is the big operand
@@ -846,8 +837,7 @@ def _product(c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_rows, n_k, n_cols, alp
             j = 0
             while j < j_end:
                 wide = j + 3 * lanes <= n_cols
-                _tile(wide, four, c, c0 + r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks,
-                      b, b0 + j, ldb, n_k, alpha)
+                _tile(wide, four, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, j, ldb, n_k, alpha)
                 j += 3 * lanes if wide else lanes
             r += 4 if four else 1
     else:
@@ -857,8 +847,7 @@ def _product(c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_rows, n_k, n_cols, alp
             r = 0
             while r < n_rows:
                 four = r + 4 <= n_rows
-                _tile(wide, four, c, c0 + r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks,
-                      b, b0 + j, ldb, n_k, alpha)
+                _tile(wide, four, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, j, ldb, n_k, alpha)
                 r += 4 if four else 1
             j += 3 * lanes if wide else lanes
     # The last columns, fewer than a vector: four rows at a time, so that four
@@ -872,12 +861,12 @@ def _product(c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_rows, n_k, n_cols, alp
             p = a0 + r * a_rs
             s0 = s1 = s2 = s3 = zero
             for k in range(n_k):
-                bk, q = bf[b0 + k * ldb + jj], p + k * a_ks
+                bk, q = bf[k * ldb + jj], p + k * a_ks
                 s0 += af[q] * bk
                 s1 += af[q + a_rs] * bk
                 s2 += af[q + 2 * a_rs] * bk
                 s3 += af[q + 3 * a_rs] * bk
-            o = c0 + r * ldc + jj
+            o = r * ldc + jj
             cf[o] += alpha * s0
             cf[o + ldc] += alpha * s1
             cf[o + 2 * ldc] += alpha * s2
@@ -886,8 +875,8 @@ def _product(c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_rows, n_k, n_cols, alp
         for rr in range(r, n_rows):
             s = zero
             for k in range(n_k):
-                s += af[a0 + rr * a_rs + k * a_ks] * bf[b0 + k * ldb + jj]
-            cf[c0 + rr * ldc + jj] += alpha * s
+                s += af[a0 + rr * a_rs + k * a_ks] * bf[k * ldb + jj]
+            cf[rr * ldc + jj] += alpha * s
 
 
 @_inline
@@ -933,7 +922,7 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
     for r in range(n_rows):
         a[r, :] = b[0]
     n4 = n_rows // 4 * 4
-    _product(a, 0, n, x, 0, n_in, 1, w, 0, n, n4, n_in, n, a.dtype.type(1), False)
+    _product(a, n, x, 0, n_in, 1, w, n, n4, n_in, n, a.dtype.type(1), False)
     _forward_rows(x, w, a, n4)
     for r in range(n_rows):
         _act_row(kind, al, a[r], y[r], K)
@@ -1010,7 +999,7 @@ def _update_tiled(x, g, w, lr):
     # at 16 x 512 x 512, 1.4-1.7x at 16 x 1024 x 1024; elsewhere the copy cost 0.8x).
     xp, ldx = _unaliased_rows(x)
     gp, ldg = _unaliased_rows(g)
-    _product(w, 0, n, xp, 0, 1, ldx, gp, 0, ldg, n_in, n_rows, n, -lr / T(n_rows), _aliasing(w))
+    _product(w, n, xp, 0, 1, ldx, gp, ldg, n_in, n_rows, n, -lr / T(n_rows), _aliasing(w))
 
 
 @_inline
@@ -1116,260 +1105,3 @@ def fused_sgd_step(x, t, ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, loss_kind
         _update_rows(x_i, g, ws[i], vws[i], lr_, mu, wd, nesterov, tiny)
         _update_bias(g, bs[i], vbs[i], lr_, mu, wd, nesterov, tiny)
     return loss
-
-
-# -- the fused step on two threads ---------------------------------------------------------
-# From 5 samples on, the fused step is arithmetic that one core does alone while
-# the other idles.  ``fused_sgd_step_2t`` gives each of numba's first two threads
-# half of every layer's columns (outputs; split at a multiple of a cache line): in the forward
-# pass its columns of a and y; in the backward pass its columns of dz, its part of
-# dz @ w.T (the two parts are added after a barrier, each thread adding its own
-# columns of the layer below), and the update of its columns of w and b.  So each
-# core keeps its half of the weights in its own caches, and (where rows are whole
-# cache lines) no two threads write to one line.  A layer narrower than two such
-# halves (the 10 outputs of a classifier), the loss and its gradient are thread
-# 0's.  The threads meet at spin barriers (an atomic counter; about 0.1 us on two
-# cores) inside one parallel region (about 3.5 us to enter), one barrier per layer
-# each way.  Measured on a shared 2-vCPU Zen 3 VM (784-256-256-10 MLP, side by
-# side with ``fused_sgd_step``): 1.1-1.45x faster at B = 5-16 in some runs,
-# 0.7-0.95x in others, when both threads computed twice as slowly at once.  So it
-# is opt-in (``NeuralNetwork.fused_threads``).
-_MEET, _BARRIER = 0, 8  # slots of the int64 sync array, a cache line apart
-_CALLED_OFF = 1 << 20
-_MEET_SPINS = 1 << 30  # about 0.5 s of waiting for the other thread
-
-
-def _sync_slot(context, builder, signature, args):
-    ary = context.make_array(signature.args[0])(context, builder, args[0])
-    return cgutils.get_item_pointer(context, builder, signature.args[0], ary, [args[1]])
-
-
-def _int64_array(t):
-    return isinstance(t, types.Array) and t.dtype == types.int64 and t.ndim == 1
-
-
-@intrinsic
-def _atomic_add(typingctx, arr, i, v):
-    """arr[i] += v as one atomic operation; returns the value before."""
-    if not _int64_array(arr):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.atomic_rmw("add", _sync_slot(context, builder, signature, args), args[2], "seq_cst")
-
-    return types.int64(arr, types.intp, types.int64), codegen
-
-
-@intrinsic
-def _atomic_load(typingctx, arr, i):
-    """arr[i], read with acquire ordering (never cached in a register)."""
-    if not _int64_array(arr):
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.load_atomic(_sync_slot(context, builder, signature, args), "acquire", 8)
-
-    return types.int64(arr, types.intp), codegen
-
-
-@intrinsic
-def _atomic_cas(typingctx, arr, i, old, new):
-    """arr[i] = new if arr[i] == old, as one atomic operation; returns whether it did."""
-    if not _int64_array(arr):
-        return None
-
-    def codegen(context, builder, signature, args):
-        pair = builder.cmpxchg(_sync_slot(context, builder, signature, args), args[2], args[3],
-                               "seq_cst", "seq_cst")
-        return builder.extract_value(pair, 1)
-
-    return types.boolean(arr, types.intp, types.int64, types.int64), codegen
-
-
-def _atomic_add_python(arr, i, v):
-    old = int(arr[i])
-    arr[i] = old + v
-    return old
-
-
-def _atomic_load_python(arr, i):
-    return int(arr[i])
-
-
-def _atomic_cas_python(arr, i, old, new):
-    if arr[i] != old:
-        return False
-    arr[i] = new
-    return True
-
-
-if numba_config.DISABLE_JIT:
-    _atomic_add, _atomic_load, _atomic_cas = (  # noqa: F811
-        _atomic_add_python, _atomic_load_python, _atomic_cas_python)
-
-
-@_jit
-def _meet(sync):
-    """Both threads arrive here before either changes anything; True when they run
-    at once.  The first waits for the second; if it waits in vain (the threads ran
-    one after the other), it calls the step off, and the second, arriving later,
-    finds it called off: neither has changed anything, and the caller runs the
-    one-thread step instead."""
-    before = _atomic_add(sync, _MEET, 1)
-    if before == 1:
-        return True
-    if before != 0:
-        return False
-    for _ in range(_MEET_SPINS):
-        if _atomic_load(sync, _MEET) >= 2:
-            return True
-    return not _atomic_cas(sync, _MEET, 1, _CALLED_OFF)
-
-
-@_jit
-def _barrier(sync, k):
-    """The k-th barrier of the step: returns when both threads have reached it."""
-    _atomic_add(sync, _BARRIER, 1)
-    while _atomic_load(sync, _BARRIER) < 2 * k:
-        pass
-
-
-@_jit
-def _columns(splits, i, n, h):
-    """The columns [c0, c1) of layer i (n wide) that thread h owns."""
-    return (0, splits[i]) if h == 0 else (splits[i], n)
-
-
-@_jit_fma
-def _forward_cols(x, w, b, kind, al, K, a, y, c0, c1):
-    """Columns c0:c1 of a = x @ w + b and y = f(a), by register tiles."""
-    _wide_vectors()
-    n_rows, n_in = x.shape
-    n = w.shape[1]
-    for r in range(n_rows):
-        a[r, c0:c1] = b[0, c0:c1]
-    _product(a, c0, n, x, 0, n_in, 1, w, c0, n, n_rows, n_in, c1 - c0, a.dtype.type(1), False)
-    for r in range(n_rows):
-        _act_row(kind, al, a[r, c0:c1], y[r, c0:c1], K)
-
-
-@_jit_fma
-def _update_cols(x, g, w, b, lr, c0, c1):
-    """Plain SGD on columns c0:c1 of w and b: w -= lr x.T @ g / B by register
-    tiles, b -= lr (the column mean of g)."""
-    _wide_vectors()
-    T = w.dtype.type
-    n_rows, n_in = x.shape
-    n = w.shape[1]
-    _product(w, c0, n, x, 0, 1, n_in, g, c0, n, n_in, n_rows, c1 - c0, -lr / T(n_rows), False)
-    inv = T(1) / T(n_rows)
-    for j in range(c0, c1):
-        s = T(0)
-        for r in range(n_rows):
-            s += g[r, j] * inv
-        b[0, j] -= lr * s
-
-
-@_jit
-def _half_step(h, sync, out, x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, loss_kind, lr):
-    """Thread h's part of ``fused_sgd_step_2t``."""
-    if not _meet(sync):
-        out[1] = 1.0
-        return
-    T = x.dtype.type
-    K = _consts(x)
-    n_layers = len(ws)
-    k = 0
-    for i in range(n_layers):
-        c0, c1 = _columns(splits, i, ws[i].shape[1], h)
-        if c1 > c0:
-            _forward_cols(x if i == 0 else ys[i - 1], ws[i], bs[i], kinds[i], T(alphas[i]), K,
-                          as_[i], ys[i], c0, c1)
-        k += 1
-        _barrier(sync, k)
-    if h == 0:
-        loss = loss_value(loss_kind, ys[n_layers - 1], t)
-        out[0] = loss
-        if math.isfinite(loss):
-            loss_grad(loss_kind, ys[n_layers - 1], t, gs[n_layers - 1])
-    k += 1
-    _barrier(sync, k)
-    if not math.isfinite(out[0]):
-        return  # before anything is updated
-    for i in range(n_layers - 1, -1, -1):
-        g, n = gs[i], ws[i].shape[1]
-        c0, c1 = _columns(splits, i, n, h)
-        if c1 > c0:
-            for r in range(g.shape[0]):
-                _grad_row(kinds[i], T(alphas[i]), as_[i][r, c0:c1], ys[i][r, c0:c1], g[r, c0:c1],
-                          g[r, c0:c1], K)
-            if i > 0:  # this thread's part of dz @ w.T, with the weights before their update
-                _input_grad_cols(g, ws[i], ps[i][h], c0, c1)
-            _update_cols(x if i == 0 else ys[i - 1], g, ws[i], bs[i], lr, c0, c1)
-        if i > 0:
-            k += 1
-            _barrier(sync, k)
-            d0, d1 = _columns(splits, i - 1, ws[i - 1].shape[1], h)
-            p0, p1, below = ps[i][0], ps[i][1], gs[i - 1]
-            if splits[i] < n:
-                for r in range(g.shape[0]):
-                    for j in range(d0, d1):
-                        below[r, j] = p0[r, j] + p1[r, j]
-            else:  # thread 0 had all of layer i
-                for r in range(g.shape[0]):
-                    for j in range(d0, d1):
-                        below[r, j] = p0[r, j]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _two_halves(sync, out, x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, loss_kind, lr):
-    sync[_MEET] = 0
-    sync[_BARRIER] = 0
-    out[1] = 0.0
-    for h in prange(2):
-        _half_step(h, sync, out, x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, loss_kind, lr)
-
-
-#: Whether ``fused_sgd_step_2t`` may run (not as Python: there its halves would
-#: run one after the other, and the first would wait for the second in vain).
-TWO_THREADS = not numba_config.DISABLE_JIT
-_two_threads_lock = threading.Lock()
-
-
-def fused_sgd_step_2t(x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, sync, out, loss_kind, lr):
-    """``fused_sgd_step`` with plain SGD (no momentum, no weight decay) on two
-    threads; returns the loss, or None when it did not run (then nothing changed).
-
-    ps : per layer a (2, B, n_in) workspace for the two parts of dz @ w.T
-    (unused for layer 0); splits : per layer the first column of thread 1,
-    on a cache line (thread 0 takes a layer too narrow to split); sync :
-    int64 (16,) and out : float64 (2,) scratch.
-    It does not run when another Python thread is in it (numba's workqueue
-    threading layer cannot run two parallel regions at once), nor when numba
-    did not run the two halves at the same time: then it warns, and never
-    runs again in this process.
-    """
-    global TWO_THREADS
-    if not TWO_THREADS or not _two_threads_lock.acquire(blocking=False):
-        return None
-    try:
-        _two_halves(sync, out, x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, loss_kind,
-                    x.dtype.type(lr))
-    finally:
-        _two_threads_lock.release()
-    if out[1] != 0:
-        TWO_THREADS = False
-        import warnings
-
-        warnings.warn("numba did not run the two halves of a fused step at the same time; "
-                      "fused steps use one thread from now on", RuntimeWarning, stacklevel=3)
-        return None
-    return x.dtype.type(out[0])
-
-
-def two_threads_available():
-    """Whether ``fused_sgd_step_2t`` can run on two threads now: compiled, not
-    switched off, and numba may use two threads (``fastnet.set_num_threads``)."""
-    from numba import get_num_threads
-
-    return TWO_THREADS and get_num_threads() >= 2

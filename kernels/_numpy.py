@@ -359,17 +359,3 @@ def fused_sgd_step(x, t, ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, loss_kind
         sgd_step(ws[i], dw, vws[i], lr, momentum, weight_decay, nesterov)
         sgd_step(bs[i], db, vbs[i], lr, momentum, weight_decay, nesterov)
     return loss
-
-
-def fused_sgd_step_2t(x, t, ws, bs, kinds, alphas, as_, ys, gs, ps, splits, sync, out, loss_kind, lr):
-    """``fused_sgd_step`` with plain SGD, which the JIT path runs on two threads
-    (``ps``, ``splits``, ``sync`` and ``out`` are its scratch, unused here);
-    returns the loss, or None when it did not run."""
-    none = tuple(np.zeros((0, 0), w.dtype) for w in ws)  # no velocities
-    return fused_sgd_step(x, t, ws, bs, none, none, kinds, alphas, as_, ys, gs, loss_kind, lr,
-                          0.0, 0.0, False)
-
-
-def two_threads_available():
-    """Whether ``fused_sgd_step_2t`` runs on two threads: never here."""
-    return False
