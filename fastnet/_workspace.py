@@ -7,7 +7,10 @@ two lines.  Measured on Zen 3 (784 x 256 layer, B = 16, float32, side by
 side): ``x @ w`` 1.19x and the SGD update 1.25x slower at offsets 16 and 48
 than at 0 and 32, the whole fused MLP step 1.15x.  So every array fastnet
 allocates for the kernels starts on a cache line (and, where a row is a
-multiple of 64 bytes, so does every row).
+multiple of 64 bytes, so does every row): the layers' weights (``DenseLayer.build``
+keeps its own aligned copies), the optimizers' state and the layers' and
+networks' workspaces.  Arrays assigned later (``layer.w = ...``, or copies made
+by ``copy.deepcopy`` or pickle) are used as they are.
 """
 
 import numpy as np
@@ -36,13 +39,9 @@ def is_aligned(a):
 
 
 def aligned_copy(a, dtype=None):
-    """``a`` as a C-contiguous, 64-byte aligned array of ``dtype``: ``a`` itself
-    when it already is one, else a copy."""
+    """A copy of ``a`` (as ``dtype``), C-contiguous and 64-byte aligned."""
     a = np.asarray(a)
-    dtype = a.dtype if dtype is None else np.dtype(dtype)
-    if a.dtype == dtype and is_aligned(a):
-        return a
-    out = aligned_empty(a.shape, dtype)
+    out = aligned_empty(a.shape, a.dtype if dtype is None else dtype)
     out[...] = a
     return out
 

@@ -9,12 +9,10 @@ in float32 and float64.
 
 import numpy as np
 
-from fastnet._workspace import aligned_copy, aligned_zeros
-
 
 def _fill(layer, w):
-    layer.w = aligned_copy(w, layer.dtype)
-    layer.b = aligned_zeros((1, layer.neurons_num), layer.dtype)
+    layer.w = np.asarray(w, dtype=layer.dtype)  # build() keeps an aligned copy
+    layer.b = np.zeros((1, layer.neurons_num), dtype=layer.dtype)
 
 
 def _shape(layer):

@@ -138,7 +138,7 @@ class DenseLayer:
         except BaseException:
             self.n_inputs, self.w, self.b = before  # a failed build leaves the layer as it was
             raise
-        self.w = aligned_copy(self.w)  # C-contiguous, 64-byte aligned (copied if need be)
+        self.w = aligned_copy(self.w)  # the layer's own, C-contiguous and 64-byte aligned
         self.b = aligned_copy(self.b)
         self._clear_caches()
         return self

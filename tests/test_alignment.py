@@ -25,18 +25,30 @@ def test_aligned_empty_is_aligned_c_contiguous_and_exact(shape, dtype):
         assert not np.shares_memory(a, b)
 
 
-def test_aligned_copy_copies_only_what_needs_it():
+def test_aligned_copy_always_copies():
     buf = aligned_empty(40, np.float32)
     aligned = buf[:16].reshape(4, 4)
     off = buf[4:20].reshape(4, 4)  # 16 bytes into a line
     off[...] = np.arange(16).reshape(4, 4)
-    assert aligned_copy(aligned) is aligned
-    moved = aligned_copy(off)
-    assert moved is not off and is_aligned(moved) and np.array_equal(moved, off)
-    cast = aligned_copy(aligned, np.float64)
-    assert cast.dtype == np.float64 and is_aligned(cast)
-    fortran = np.asfortranarray(np.ones((3, 4)))
-    assert aligned_copy(fortran).flags.c_contiguous
+    for a in (aligned, off, np.asfortranarray(off)):
+        moved = aligned_copy(a)
+        assert is_aligned(moved) and np.array_equal(moved, a) and not np.shares_memory(moved, buf)
+    cast = aligned_copy(off, np.float64)
+    assert cast.dtype == np.float64 and is_aligned(cast) and np.array_equal(cast, off)
+
+
+def test_build_keeps_its_own_aligned_weights():
+    given = {}
+
+    def init(layer):  # a custom init whose arrays the layer must not train in place
+        layer.w = given["w"] = np.ones((layer.n_inputs, layer.neurons_num), layer.dtype)
+        layer.b = given["b"] = np.zeros((1, layer.neurons_num), layer.dtype)
+
+    layer = fn.DenseLayer("relu", 5, init, 3)
+    for name in ("w", "b"):
+        own = getattr(layer, name)
+        assert is_aligned(own) and not np.shares_memory(own, given[name])
+        np.testing.assert_array_equal(own, given[name])
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
