@@ -911,6 +911,15 @@ def _forward_rows(x, w, a, r0):
         i += 1
 
 
+# The forward's tiles run over the rows of w in blocks of this many: each panel of
+# w (three vectors wide) is read once per four rows of x, and a block of it is
+# still cached for the next four, where a whole panel of 784 rows 1 KiB apart was
+# not (rows that far apart share few cache sets).  Measured against whole panels,
+# Zen 3: 16 x 784 x 256 1.22x, 8 x 784 x 256 1.15x, 16 x 512 x 512 1.11x faster,
+# 16 x 256 x 256 level; blocks of 64 and 256 rows within 5% of 128.
+_FWD_K_BLOCK = 128
+
+
 @_jit_fma
 def _forward_loops(x, w, b, kind, al, K, a, y):
     """a = x @ w + b, y = f(a) (C-contiguous arrays): register tiles for each
@@ -922,7 +931,11 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
     for r in range(n_rows):
         a[r, :] = b[0]
     n4 = n_rows // 4 * 4
-    _product(a, n, x, 0, n_in, 1, w, n, n4, n_in, n, a.dtype.type(1), False)
+    k0 = 0
+    while n4 > 0 and k0 < n_in:
+        kb = min(_FWD_K_BLOCK, n_in - k0)
+        _product(a, n, x, k0, n_in, 1, w[k0:], n, n4, kb, n, a.dtype.type(1), False)
+        k0 += kb
     _forward_rows(x, w, a, n4)
     for r in range(n_rows):
         _act_row(kind, al, a[r], y[r], K)
