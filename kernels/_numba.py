@@ -532,6 +532,14 @@ DX_LOOPS_MIN_BATCH = 2
 DX_LOOPS_MAX_BATCH = ((2 << 20, 12), (math.inf, 8)) if WIDE_VECTORS else ((math.inf, 6),)
 FWD_LOOPS_MIN_BATCH = 2
 FWD_LOOPS_MAX_BATCH = ((math.inf, 1),) if WIDE_VECTORS else ((math.inf, 6),)
+#: x.T @ dz by register tiles (``_weight_grad_tiled``) for batches above the loops'
+#: up to this, on non-``WIDE_VECTORS`` machines: where the weights fit a core's L2
+#: with room to spare.  Measured on Zen 3, a whole layer forward + backward (dx
+#: included) against dw by BLAS, side by side, three runs: 128 x 128 1.23-1.64x
+#: faster at B = 5-32, 256 x 256 1.08-1.37x at 5-16 and 0.98-1.04x at 32; with
+#: larger weights it lost (784 x 256 0.78-1.07x, 512 x 512 0.91-1.08x, 1024 x 1024
+#: 0.62-0.94x at B = 5-32), so they keep BLAS.
+DW_TILES_MAX_BATCH = ((math.inf, 0),) if WIDE_VECTORS else ((512 << 10, 32), (math.inf, 0))
 
 
 def _loops_up_to(table, w_bytes):
@@ -540,6 +548,11 @@ def _loops_up_to(table, w_bytes):
 
 def _dw_by_loops(batch, w_bytes):
     return batch <= _loops_up_to(DW_LOOPS_MAX_BATCH, w_bytes)
+
+
+def _dw_by_tiles(x, dz, dw):
+    return (x.shape[0] <= _loops_up_to(DW_TILES_MAX_BATCH, dw.nbytes)
+            and all(t.flags.c_contiguous and t.dtype == dw.dtype for t in (x, dz, dw)))
 
 
 def _dx_by_loops(batch, w_bytes):
@@ -573,6 +586,9 @@ def _weight_grad(x, dz, dw):
     """dw = x.T @ dz / B, by compiled loops or BLAS as measured best."""
     if _dw_by_loops(x.shape[0], dw.nbytes):
         _weight_grad_small(x, dz, dw)
+        return dw
+    if _dw_by_tiles(x, dz, dw):
+        _weight_grad_tiled(x, dz, dw)
         return dw
     return _blas_weight_grad(x, dz, dw)
 
@@ -1013,6 +1029,14 @@ def _update_tiled(x, g, w, lr):
     xp, ldx = _unaliased_rows(x)
     gp, ldg = _unaliased_rows(g)
     _product(w, n, xp, 0, 1, ldx, gp, ldg, n_in, n_rows, n, -lr / T(n_rows), _aliasing(w))
+
+
+@_jit_fma
+def _weight_grad_tiled(x, dz, dw):
+    """dw = x.T @ dz / B (C-contiguous, one dtype) by register tiles."""
+    for i in range(dw.shape[0]):
+        dw[i, :] = 0
+    _update_tiled(x, dz, dw, dw.dtype.type(-1))  # dw -= (-1) x.T @ dz / B
 
 
 @_inline

@@ -136,7 +136,8 @@ def test_without_blas_the_weight_gradient_falls_back_to_numpy(no_direct_blas):
 
     no_direct_blas()
     rng = np.random.default_rng(3)
-    batch = max(b for _, b in J.DW_LOOPS_MAX_BATCH) + 5  # past every loop threshold: the BLAS branch
+    # past every loop and tile threshold: the BLAS branch
+    batch = max(b for _, b in J.DW_LOOPS_MAX_BATCH + J.DW_TILES_MAX_BATCH) + 5
     x, dz = rng.standard_normal((batch, 9)), rng.standard_normal((batch, 4))
     dw = np.full((9, 4), np.nan)
     J._weight_grad(x, dz, dw)

@@ -34,7 +34,7 @@ from fastnet.kernels import _numba as J  # noqa: E402
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
 # batch sizes on both sides of every threshold of the JIT dispatch, and weights
 # sizes in each band of the threshold tables
-_TABLES = (J.DW_LOOPS_MAX_BATCH, J.DX_LOOPS_MAX_BATCH, J.FWD_LOOPS_MAX_BATCH)
+_TABLES = (J.DW_LOOPS_MAX_BATCH, J.DW_TILES_MAX_BATCH, J.DX_LOOPS_MAX_BATCH, J.FWD_LOOPS_MAX_BATCH)
 _LIMITS = sorted({limit for table in _TABLES for limit, _ in table if limit != math.inf})
 THRESHOLD_BATCHES = sorted({1, 2, J.DX_LOOPS_MIN_BATCH - 1, J.DX_LOOPS_MIN_BATCH,
                             J.FWD_LOOPS_MIN_BATCH - 1, J.FWD_LOOPS_MIN_BATCH}
@@ -404,9 +404,10 @@ def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
         np.testing.assert_array_equal(y, np.maximum(a, 0))
         dw_ref = x64.T @ dz64 / batch
         scale = np.abs(x).T @ np.abs(dz) / batch
-        dw = np.full_like(w, np.nan)
-        J._weight_grad_small(x, dz, dw)
-        assert_agree(dw, dw_ref.astype(dtype), dtype, scale, "dw loops")
+        for name, kernel in (("loops", J._weight_grad_small), ("tiles", J._weight_grad_tiled)):
+            dw = np.full_like(w, np.nan)  # every entry must be written
+            kernel(x, dz, dw)
+            assert_agree(dw, dw_ref.astype(dtype), dtype, scale, f"dw {name}")
         dx = np.full_like(x, np.nan)
         J._input_grad_small(dz, w, dx)
         assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
