@@ -16,8 +16,11 @@ from fastnet.optimizers import SGD, Optimizer
 
 MODES = ("sgd", "gd")
 #: Batches up to this size train by one fused compiled call (numba, SGD):
-#: measured faster than the layered path up to here (benchmarks/latency.py).
-FUSED_MAX_BATCH = 16
+#: measured faster than the paths it replaces up to here.  784-256-256-10 MLP,
+#: Zen 3, side by side: against sgd-in-gemm (plain SGD) 1.21-1.32x at B = 16,
+#: 1.29-1.31x at 20, 1.13-1.17x at 24, level at 32, 0.75-0.98x at 40 (three runs);
+#: against layered with momentum 0.9, 1.11-1.23x at 16-20, 0.95-0.98x at 24.
+FUSED_MAX_BATCH = 20
 #: ... but only up to this size when a layer's weights reach FUSED_BIG_WEIGHTS
 #: bytes: there BLAS's x @ w pulls ahead from about 8 rows (a 512 x 512 layer
 #: at 16 rows: fused 0.92x the sgd-in-gemm path; 1024 x 1024: 0.71x; at 8-12
@@ -232,7 +235,7 @@ class NeuralNetwork:
 
         * ``"fused"``: one compiled call for the whole step.  The numba
           backend, an ``SGD`` optimizer (with or without momentum), built-in
-          activations and ``batch_size <= FUSED_MAX_BATCH`` (16; 8 when a
+          activations and ``batch_size <= FUSED_MAX_BATCH`` (20; 8 when a
           layer's weights take 1 MiB or more).
         * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
           applied by BLAS inside the weight-gradient product, so no ``dw`` is
