@@ -4,10 +4,12 @@
 
 Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
 ``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels._numba``'s loops for
-batch sizes 1 to 32, float32, and the forward pass (``x @ w``, bias and ReLU)
+batch sizes 1 to 32, float32 (``x.T @ dz`` by row loops and by register tiles),
+and the forward pass (``x @ w``, bias and ReLU)
 by ``_forward_loops`` (register tiles) against the layer's BLAS forward.  The
 thresholds in ``kernels/_numba.py`` (``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``,
-``FWD_LOOPS_*``) come from this table; they differ between machines, so there
+``FWD_LOOPS_*``) come from this table (``DW_TILES_MAX_BATCH`` from it and from
+whole layer passes, where BLAS's threads stay warm); they differ between machines, so there
 is one set per machine class there.  Re-measure them when the machine or
 OpenBLAS changes.
 """
@@ -20,7 +22,7 @@ import fastnet as fn
 from fastnet._timing import compare
 from fastnet.kernels import _numba as J
 
-NAMES = ("fwd loops", "fwd blas", "dw loops", "dw blas", "dx loops", "dx blas")
+NAMES = ("fwd loops", "fwd blas", "dw loops", "dw tiles", "dw blas", "dx loops", "dx blas")
 
 
 def _candidates(x, w, dz):
@@ -31,6 +33,7 @@ def _candidates(x, w, dz):
         "fwd loops": lambda: J._forward_loops(x, w, b, relu, w.dtype.type(0), consts, a, y),
         "fwd blas": lambda: (np.matmul(x, w, out=a), J._forward_elementwise(b, relu, 0.0, a, y)),
         "dw loops": lambda: J._weight_grad_small(x, dz, dw),
+        "dw tiles": lambda: J._weight_grad_tiled(x, dz, dw),
         "dw blas": lambda: J._blas_weight_grad(x, dz, dw),
         "dx loops": lambda: J._input_grad_small(dz, w, dx),
         "dx blas": lambda: np.matmul(dz, w.T, out=dx),

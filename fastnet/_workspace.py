@@ -29,12 +29,14 @@ def aligned_empty(shape, dtype):
 
 
 def aligned_zeros(shape, dtype):
+    """``aligned_empty`` filled with zeros."""
     out = aligned_empty(shape, dtype)
     out[...] = 0
     return out
 
 
 def is_aligned(a):
+    """Whether ``a`` is C-contiguous and starts on a 64-byte boundary."""
     return a.flags.c_contiguous and a.ctypes.data % ALIGN == 0
 
 

@@ -538,7 +538,9 @@ FWD_LOOPS_MAX_BATCH = ((math.inf, 1),) if WIDE_VECTORS else ((math.inf, 6),)
 #: included) against dw by BLAS, side by side, three runs: 128 x 128 1.23-1.64x
 #: faster at B = 5-32, 256 x 256 1.08-1.37x at 5-16 and 0.98-1.04x at 32; with
 #: larger weights it lost (784 x 256 0.78-1.07x, 512 x 512 0.91-1.08x, 1024 x 1024
-#: 0.62-0.94x at B = 5-32), so they keep BLAS.
+#: 0.62-0.94x at B = 5-32), so they keep BLAS.  Per product (``kernel_thresholds.py``)
+#: OpenBLAS's x.T @ dz took 1.2-3.7x the tiles' time at 12-16 rows of 128 x 128 to
+#: 256 x 256, but there its threads were cold between calls.
 DW_TILES_MAX_BATCH = ((math.inf, 0),) if WIDE_VECTORS else ((512 << 10, 32), (math.inf, 0))
 
 
@@ -551,6 +553,8 @@ def _dw_by_loops(batch, w_bytes):
 
 
 def _dw_by_tiles(x, dz, dw):
+    """Whether x.T @ dz goes to ``_weight_grad_tiled``: its batch sizes, and arrays
+    it takes (C-contiguous, one dtype)."""
     return (x.shape[0] <= _loops_up_to(DW_TILES_MAX_BATCH, dw.nbytes)
             and all(t.flags.c_contiguous and t.dtype == dw.dtype for t in (x, dz, dw)))
 
