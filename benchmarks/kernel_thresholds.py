@@ -5,13 +5,12 @@
 Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
 ``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels._numba``'s loops for
 batch sizes 1 to 32, float32 (``x.T @ dz`` by row loops and by register tiles),
-and the forward pass (``x @ w``, bias and ReLU)
-by ``_forward_loops`` (register tiles) against the layer's BLAS forward.  The
-thresholds in ``kernels/_numba.py`` (``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``,
-``FWD_LOOPS_*``) come from this table (``DW_TILES_MAX_BATCH`` from it and from
-whole layer passes, where BLAS's threads stay warm); they differ between machines, so there
-is one set per machine class there.  Re-measure them when the machine or
-OpenBLAS changes.
+and the forward pass (``x @ w``, bias and ReLU) by ``_forward_loops`` (register
+tiles) against the layer's BLAS forward.  The thresholds in ``kernels/_numba.py``
+(``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``, ``FWD_LOOPS_*``) come from this table
+(``DW_TILES_MAX_BATCH`` from it and from whole layer passes, where BLAS's
+threads stay warm); they differ between machines, so there is one set per
+machine class there.  Re-measure them when the machine or OpenBLAS changes.
 """
 
 import sys

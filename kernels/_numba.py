@@ -552,11 +552,15 @@ def _dw_by_loops(batch, w_bytes):
     return batch <= _loops_up_to(DW_LOOPS_MAX_BATCH, w_bytes)
 
 
+def _tiles_take(out, *arrays):
+    """Whether the register tiles take these arrays: C-contiguous, all of out's dtype."""
+    return all(t.flags.c_contiguous and t.dtype == out.dtype for t in (out, *arrays))
+
+
 def _dw_by_tiles(x, dz, dw):
     """Whether x.T @ dz goes to ``_weight_grad_tiled``: its batch sizes, and arrays
-    it takes (C-contiguous, one dtype)."""
-    return (x.shape[0] <= _loops_up_to(DW_TILES_MAX_BATCH, dw.nbytes)
-            and all(t.flags.c_contiguous and t.dtype == dw.dtype for t in (x, dz, dw)))
+    it takes."""
+    return x.shape[0] <= _loops_up_to(DW_TILES_MAX_BATCH, dw.nbytes) and _tiles_take(dw, x, dz)
 
 
 def _dx_by_loops(batch, w_bytes):
@@ -567,7 +571,7 @@ def _fwd_by_loops(x, w, b, a, y):
     """x @ w (with bias and activation) by ``_forward_loops``: for its batch
     sizes, and arrays it takes (C-contiguous, one dtype)."""
     return (FWD_LOOPS_MIN_BATCH <= x.shape[0] <= _loops_up_to(FWD_LOOPS_MAX_BATCH, w.nbytes)
-            and all(t.flags.c_contiguous and t.dtype == a.dtype for t in (x, w, b, a, y)))
+            and _tiles_take(a, x, w, b, y))
 
 
 def dense_forward(x, w, b, kind, alpha, a, y):
@@ -1038,8 +1042,7 @@ def _update_tiled(x, g, w, lr):
 @_jit_fma
 def _weight_grad_tiled(x, dz, dw):
     """dw = x.T @ dz / B (C-contiguous, one dtype) by register tiles."""
-    for i in range(dw.shape[0]):
-        dw[i, :] = 0
+    dw[:] = 0
     _update_tiled(x, dz, dw, dw.dtype.type(-1))  # dw -= (-1) x.T @ dz / B
 
 
