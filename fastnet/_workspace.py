@@ -9,8 +9,9 @@ than at 0 and 32, the whole fused MLP step 1.15x.  So every array fastnet
 allocates for the kernels starts on a cache line (and, where a row is a
 multiple of 64 bytes, so does every row): the layers' weights (``DenseLayer.build``
 keeps its own aligned copies), the optimizers' state and the layers' and
-networks' workspaces.  Arrays assigned later (``layer.w = ...``, or copies made
-by ``copy.deepcopy`` or pickle) are used as they are.
+networks' workspaces.  Copies made by ``copy.deepcopy`` or pickle are realigned
+as they are restored (``realigned``); arrays assigned later (``layer.w = ...``)
+are used as they are.
 """
 
 import numpy as np
@@ -46,6 +47,27 @@ def aligned_copy(a, dtype=None):
     out = aligned_empty(a.shape, a.dtype if dtype is None else dtype)
     out[...] = a
     return out
+
+
+def realigned(value, memo=None):
+    """``value`` with every C-contiguous array in it (through dicts, lists and
+    tuples) that does not start on a 64-byte boundary replaced by an aligned
+    copy; an array met twice is copied once, so arrays shared before stay shared.
+
+    NumPy's copies (``copy.deepcopy``, unpickling) align to 16 bytes only; the
+    objects that own kernel arrays call this as their state is restored.
+    """
+    memo = {} if memo is None else memo
+    if isinstance(value, np.ndarray):
+        if id(value) not in memo:
+            keep = not value.flags.c_contiguous or value.ctypes.data % ALIGN == 0
+            memo[id(value)] = (value, value if keep else aligned_copy(value))
+        return memo[id(value)][1]  # the original is held in memo, so its id is not reused
+    if isinstance(value, dict):
+        return {k: realigned(v, memo) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(realigned(v, memo) for v in value)
+    return value
 
 
 def rows(store, name, batch, width, dtype):

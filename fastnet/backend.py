@@ -12,6 +12,8 @@ other than ``"numpy"`` is resolved.
 
 import importlib
 
+from fastnet._workspace import realigned
+
 BACKENDS = ("auto", "numpy", "numba")
 INSTALL_HINT = "pip install numba  (or: pip install 'fastnet-dense[jit]')"
 
@@ -83,3 +85,19 @@ def resolve_backend(name):
 def kernels_for(name):
     """The kernel module of a concrete backend name."""
     return importlib.import_module(f"fastnet.kernels._{name}")
+
+
+class HoldsKernels:
+    """copy.deepcopy and pickle for an object that keeps its backend's kernel
+    module as ``_k`` and its backend's name as ``_backend``: the module, which
+    pickle cannot take, is left out and found again from the name, and the
+    arrays come back 64-byte aligned (``fastnet._workspace.realigned``)."""
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_k"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(realigned(state))
+        self._k = kernels_for(self._backend)

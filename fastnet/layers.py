@@ -7,7 +7,7 @@ import numpy as np
 from fastnet._validation import as_float_batch, describe, positive_int
 from fastnet._workspace import aligned_copy, aligned_empty, rows
 from fastnet.activations import get_activation, kernel_code
-from fastnet.backend import kernels_for, resolve_backend
+from fastnet.backend import HoldsKernels, kernels_for, resolve_backend
 from fastnet.init import WeightInit, get_init
 from fastnet.kernels import ACTIVATION_CODES
 
@@ -28,7 +28,7 @@ def float_dtype(dtype):
     return dt
 
 
-class DenseLayer:
+class DenseLayer(HoldsKernels):
     """A fully-connected layer: ``a = x @ w + b``, ``y = f(a)``.
 
     Parameters

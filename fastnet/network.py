@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 from fastnet._validation import as_float_batch, positive_int
 from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import Identity, kernel_code
-from fastnet.backend import kernels_for, resolve_backend
+from fastnet.backend import HoldsKernels, kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD, Optimizer
@@ -30,7 +30,7 @@ FUSED_BIG_WEIGHTS = 1 << 20
 _PREDICT_CHUNK = 1024
 
 
-class NeuralNetwork:
+class NeuralNetwork(HoldsKernels):
     """A stack of dense layers trained by SGD (minibatches) or full gradient descent.
 
     Parameters
@@ -100,6 +100,13 @@ class NeuralNetwork:
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
+
+    # -- copies (copy.deepcopy, pickle) ------------------------------------------------
+    def __getstate__(self):
+        state = super().__getstate__()
+        # the fused step's argument cache is rebuilt from the copies on their first step
+        state["_store"] = {k: v for k, v in self._store.items() if k != "fused"}
+        return state
 
     # -- properties ----------------------------------------------------------------
     @property

@@ -10,7 +10,7 @@ with parameters of other shapes raises instead of touching the state.
 import numpy as np
 
 from fastnet._validation import real_number
-from fastnet._workspace import aligned_zeros
+from fastnet._workspace import aligned_zeros, realigned
 
 
 class _Hyper:
@@ -39,6 +39,9 @@ class Optimizer:
         self.lr = lr
         self.state = None
         self._shapes = None
+
+    def __setstate__(self, state):
+        self.__dict__.update(realigned(state))  # copies of the state start on cache lines too
 
     def step(self, kernels, params, grads):
         """Update ``params`` in place from ``grads`` with the ``kernels`` module."""
