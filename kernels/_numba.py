@@ -952,8 +952,9 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
     _wide_vectors()
     n_rows, n_in = x.shape
     n = w.shape[1]
+    bias = b[0]
     for r in range(n_rows):
-        a[r, :] = b[0]
+        _copy_row(bias, a[r])
     n4 = n_rows // 4 * 4
     k0 = 0
     while n4 > 0 and k0 < n_in:
@@ -963,6 +964,15 @@ def _forward_loops(x, w, b, kind, al, K, a, y):
     _forward_rows(x, w, a, n4)
     for r in range(n_rows):
         _act_row(kind, al, a[r], y[r], K)
+
+
+@_inline
+def _copy_row(src, dst):
+    """dst[:src.size] = src, as a loop: a slice assignment between arrays compiles
+    numba's shape-mismatch error formatting into its caller (a cold
+    ``fastnet.warmup()`` took 85-88 s with these loops, 90-92 s without; Zen 3)."""
+    for j in range(src.size):
+        dst[j] = src[j]
 
 
 @_inline
@@ -998,7 +1008,8 @@ def _update_rows(x, g, w, v, lr, mu, wd, nesterov, tiny):
         return
     last = (B - 1) // 4 * 4  # the samples of the last sweep: last, ..., B - 1
     gl = np.zeros((4, n), g.dtype)  # their rows of g, zero-padded to four (4 n values)
-    gl[:B - last] = g[last:]
+    for r in range(last, B):
+        _copy_row(g[r], gl[r - last])
     if mu == 0:
         _update_rows_plain(x, g, gl, w, T(1) / T(B), lr, wd, last)
     else:
@@ -1019,7 +1030,8 @@ def _unaliased_rows(a):
     if not _aliasing(a):
         return a, n
     padded = np.empty((n_rows, n + 64 // a.itemsize), a.dtype)
-    padded[:, :n] = a
+    for r in range(n_rows):
+        _copy_row(a[r], padded[r])
     return padded, padded.shape[1]
 
 
