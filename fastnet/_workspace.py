@@ -52,7 +52,8 @@ def aligned_copy(a, dtype=None):
 def realigned(value, memo=None):
     """``value`` with every C-contiguous array in it (through dicts, lists and
     tuples) that does not start on a 64-byte boundary replaced by an aligned
-    copy; an array met twice is copied once, so arrays shared before stay shared.
+    copy; an array met twice in ``value`` is copied once, so arrays it shares
+    stay shared.
 
     NumPy's copies (``copy.deepcopy``, unpickling) align to 16 bytes only; the
     objects that own kernel arrays call this as their state is restored.
@@ -63,7 +64,7 @@ def realigned(value, memo=None):
             keep = not value.flags.c_contiguous or value.ctypes.data % ALIGN == 0
             memo[id(value)] = (value, value if keep else aligned_copy(value))
         return memo[id(value)][1]  # the original is held in memo, so its id is not reused
-    if isinstance(value, dict):
+    if type(value) is dict:
         return {k: realigned(v, memo) for k, v in value.items()}
     if type(value) in (list, tuple):
         return type(value)(realigned(v, memo) for v in value)

@@ -11,6 +11,7 @@ other than ``"numpy"`` is resolved.
 """
 
 import importlib
+import warnings
 
 from fastnet._workspace import realigned
 
@@ -88,16 +89,39 @@ def kernels_for(name):
 
 
 class HoldsKernels:
-    """copy.deepcopy and pickle for an object that keeps its backend's kernel
-    module as ``_k`` and its backend's name as ``_backend``: the module, which
-    pickle cannot take, is left out and found again from the name, and the
-    arrays come back 64-byte aligned (``fastnet._workspace.realigned``)."""
+    """Copies of an object that keeps its backend's name as ``_backend`` and
+    that backend's kernel module as ``_k``.
+
+    ``copy.deepcopy`` and pickle: the module, which pickle cannot take, is left
+    out and found again from the name (NumPy's kernels, with a warning, where
+    that backend is not available); the caches named in ``_CACHES`` are not
+    copied (None in the copy, workspaces ``{}``: the next pass makes them
+    again); the arrays come back 64-byte aligned (``realigned``).
+    ``copy.copy`` is a plain shallow copy: every attribute shared.
+    """
+
+    _CACHES = ()
+
+    def __copy__(self):
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        return new
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        del state["_k"]
+        state.pop("_k", None)
+        state.update(dict.fromkeys(self._CACHES))
+        if "_store" in state:
+            state["_store"] = {}
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(realigned(state))
-        self._k = kernels_for(self._backend)
+        try:
+            backend = resolve_backend(self._backend)
+        except ImportError as exc:
+            warnings.warn(f"this {type(self).__name__} was copied from one on the {self._backend!r} "
+                          f"backend, which is not available here ({exc}); it computes with NumPy",
+                          RuntimeWarning, stacklevel=2)
+            backend = "numpy"
+        self._backend, self._k = backend, kernels_for(backend)

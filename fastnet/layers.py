@@ -67,11 +67,15 @@ class DenseLayer(HoldsKernels):
 
     ``a``, ``y``, ``dx``, ``dw`` and ``db`` are buffers the layer owns and
     reuses (grown to the largest batch seen): a later pass overwrites them, so
-    copy what you want to keep.  ``x`` is kept by reference.  A layer, like a
+    copy what you want to keep.  ``x`` is kept by reference.  A copy of the
+    layer (``copy.deepcopy``, pickle) has its parameters and settings but none
+    of these: they are None until its next pass.  A layer, like a
     network, is not safe to use from several threads at once.
     ``forward_pass`` and ``backward_pass`` refuse arrays of another float
     dtype rather than cast them (``NeuralNetwork`` casts, see there).
     """
+
+    _CACHES = ("x", "a", "y", "dz", "dw", "db", "dx")  # not copied (HoldsKernels)
 
     def __init__(
         self,
@@ -127,14 +131,7 @@ class DenseLayer(HoldsKernels):
         self.n_inputs = n_inputs
         try:
             self.init_func(self)
-            expected = {"w": (n_inputs, self.neurons_num), "b": (1, self.neurons_num)}
-            for name, shape in expected.items():
-                arr = getattr(self, name)
-                if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != self.dtype:
-                    got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
-                    raise ValueError(
-                        f"init_func must set {name} to a {self.dtype} array of shape {shape}, got {got}"
-                    )
+            self._check_params("init_func must set {name} to")
         except BaseException:
             self.n_inputs, self.w, self.b = before  # a failed build leaves the layer as it was
             raise
@@ -142,6 +139,17 @@ class DenseLayer(HoldsKernels):
         self.b = aligned_copy(self.b)
         self._clear_caches()
         return self
+
+    def _check_params(self, says="the layer's {name} must be"):
+        """Raise ValueError unless w and b are arrays of the layer's dtype and
+        shapes, as the kernels, which index them unchecked, need (weights
+        assigned by hand included); ``says`` starts the message."""
+        expected = {"w": (self.n_inputs, self.neurons_num), "b": (1, self.neurons_num)}
+        for name, shape in expected.items():
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.shape != shape or arr.dtype != self.dtype:
+                got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
+                raise ValueError(f"{says.format(name=name)} a {self.dtype} array of shape {shape}, got {got}")
 
     def _clear_caches(self):
         self.x = self.a = self.y = None
@@ -189,6 +197,7 @@ class DenseLayer(HoldsKernels):
 
     def _forward(self, x):
         """Forward on validated input (C-contiguous, right shape and dtype)."""
+        self._check_params()
         self._buffers(x.shape[0])
         self.x = x
         code = kernel_code(self.activation)

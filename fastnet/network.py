@@ -56,7 +56,11 @@ class NeuralNetwork(HoldsKernels):
 
     A network reuses buffers of its own and of its layers from call to call:
     use one network from one thread at a time (one network per thread).
+    ``copy.deepcopy`` or pickle gives an independent network with the same
+    parameters, settings and optimizer state, without those buffers.
     """
+
+    _CACHES = ("_gd_acc",)  # and the workspaces: not copied (HoldsKernels)
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
         # Everything is checked before any layer is built, so a refused network
@@ -100,13 +104,6 @@ class NeuralNetwork(HoldsKernels):
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
-
-    # -- copies (copy.deepcopy, pickle) ------------------------------------------------
-    def __getstate__(self):
-        state = super().__getstate__()
-        # the fused step's argument cache is rebuilt from the copies on their first step
-        state["_store"] = {k: v for k, v in self._store.items() if k != "fused"}
-        return state
 
     # -- properties ----------------------------------------------------------------
     @property
@@ -283,6 +280,8 @@ class NeuralNetwork(HoldsKernels):
 
     def _sgd_in_gemm_step(self, x, t, where):
         opt, layers = self.optimizer, self.layers
+        for la in layers:
+            la._check_params()
         opt.prepare(self.parameters())
         loss, dout = self._forward_loss(x, t, where)  # raises before any update
         # every buffer the steps need exists before the first layer is updated: the
@@ -327,6 +326,8 @@ class NeuralNetwork(HoldsKernels):
             if flags == cached[1] and len(key) == len(cached[0]) and all(map(operator.is_, key, cached[0])):
                 return cached[2]
         layers = self.layers
+        for la in layers:
+            la._check_params()
         self.optimizer.prepare(self.parameters())
         for la in layers:
             la._buffers(batch)

@@ -88,19 +88,20 @@ def _pickled(obj):
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
 @pytest.mark.parametrize("copy", [_deepcopy, _pickled], ids=["deepcopy", "pickle"])
-def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy, dtype):
     """copy.deepcopy and pickle give a network (its layers hold their kernel
-    module, which pickle cannot take) whose parameters, optimizer state and
-    workspaces are equal to the original's, 64-byte aligned and its own, and
-    which trains exactly as the original does."""
+    module, which pickle cannot take) whose parameters and optimizer state are
+    equal to the original's, 64-byte aligned and its own, without the buffers
+    of the last pass, and which trains exactly as the original does."""
     if backend == "numba":
         pytest.importorskip("numba")
     opt = fn.SGD(1e-2, momentum=0.9) if optimizer == "momentum" else fn.Adam(1e-2)
-    layers = [fn.DenseLayer("relu", 37, neurons_num=20, rng=0),
-              fn.DenseLayer("identity", neurons_num=3, rng=1)]
+    layers = [fn.DenseLayer("relu", 37, neurons_num=20, dtype=dtype, rng=0),
+              fn.DenseLayer("identity", neurons_num=3, dtype=dtype, rng=1)]
     net = fn.NeuralNetwork(layers, "softmax_xent", opt, backend=backend)
     rng = np.random.default_rng(0)
-    batches = [(rng.normal(size=(5, 37)).astype(np.float32), rng.integers(0, 3, 5)) for _ in range(5)]
+    batches = [(rng.normal(size=(5, 37)).astype(dtype), rng.integers(0, 3, 5)) for _ in range(5)]
     for x, y in batches[:2]:
         net.train_step(x, y)
     twin = copy(net)
@@ -109,12 +110,11 @@ def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy):
         s = n.optimizer.state
         return [a for a in (s if optimizer == "momentum" else s["m"] + s["v"]) if a.size]
 
-    def workspaces(n):
-        return [a for la in n.layers for a in (la.a, la.y)]
-
-    assert twin.backend == backend and twin.layers[0]._k is net.layers[0]._k
-    for mine, theirs in zip(twin.parameters() + state(twin) + workspaces(twin),
-                            net.parameters() + state(net) + workspaces(net), strict=True):
+    assert twin.backend == backend and twin._k is net._k and twin.layers[0]._k is net.layers[0]._k
+    assert twin._store == {} and twin._gd_acc is None
+    for la in twin.layers:  # the buffers of the last pass are not copied
+        assert la._store == {} and all(getattr(la, name) is None for name in la._CACHES)
+    for mine, theirs in zip(twin.parameters() + state(twin), net.parameters() + state(net), strict=True):
         assert is_aligned(mine) and not np.shares_memory(mine, theirs)
         np.testing.assert_array_equal(mine, theirs)
     before = [p.copy() for p in net.parameters()]
@@ -125,3 +125,20 @@ def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy):
     assert twin_losses == [net.train_step(x, y) for x, y in batches[2:]]
     for mine, theirs in zip(twin.parameters(), net.parameters(), strict=True):
         np.testing.assert_array_equal(mine, theirs)
+    assert all(is_aligned(a) for la in twin.layers for a in (la.a, la.y))
+
+
+def test_a_layer_copies_alone_and_a_shallow_copy_shares_everything():
+    import copy
+
+    layer = fn.DenseLayer("tanh", 6, neurons_num=5, rng=0)
+    x = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
+    want = layer.forward_pass(x).copy()
+    for twin in (copy.deepcopy(layer), _pickled(layer)):
+        assert twin.y is None and is_aligned(twin.w) and not np.shares_memory(twin.w, layer.w)
+        np.testing.assert_array_equal(twin.forward_pass(x), want)
+    offset = aligned_empty(5 * 6 + 4, np.float32)[4:].reshape(6, 5)  # 16 bytes into a line
+    offset[...] = layer.w
+    layer.w = offset
+    shallow = copy.copy(layer)
+    assert all(getattr(shallow, k) is v for k, v in vars(layer).items())

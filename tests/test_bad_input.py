@@ -762,6 +762,40 @@ def test_fit_divergence_keeps_the_last_good_update(mode):
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize(("batch", "momentum", "keep_grads"),
                          [(3, 0.0, False), (32, 0.0, False), (32, 0.9, False), (3, 0.0, True)])
+@pytest.mark.parametrize(("name", "shape", "dtype"), [
+    ("b", (1, 5), np.float32), ("b", (1, 1), np.float32), ("b", (4,), np.float32),
+    ("w", (4, 4), np.float32), ("b", (1, 4), np.float64)])
+def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, momentum, keep_grads,
+                                                                 name, shape, dtype):
+    """The kernels index w and b unchecked, so every path (fused, sgd-in-gemm,
+    layered, predict) refuses parameters assigned by hand that do not fit the
+    layer, before touching parameters or state."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    net = fn.NeuralNetwork([fn.DenseLayer("relu", 5, neurons_num=4, rng=0),
+                            fn.DenseLayer("identity", neurons_num=3, rng=1)],
+                           "softmax_xent", fn.SGD(0.1, momentum=momentum), backend=backend)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(batch, 5)).astype(np.float32), rng.integers(0, 3, batch)
+    net.train_step(x, y)
+    setattr(net.layers[0], name, np.ones(shape, dtype))
+    before = [p.copy() for p in net.parameters()]
+    state = [s.copy() for s in net.optimizer.state]
+    expected = (5, 4) if name == "w" else (1, 4)
+    message = rf"the layer's {name} must be a float32 array of shape \({expected[0]}, {expected[1]}\)"
+    with pytest.raises(ValueError, match=message):
+        net.train_step(x, y, keep_grads=keep_grads)
+    with pytest.raises(ValueError, match=message):
+        net.predict(x)
+    for p, q in zip(net.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p, q)
+    for s, t in zip(net.optimizer.state, state, strict=True):
+        np.testing.assert_array_equal(s, t)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize(("batch", "momentum", "keep_grads"),
+                         [(3, 0.0, False), (32, 0.0, False), (32, 0.9, False), (3, 0.0, True)])
 @pytest.mark.parametrize("layout", ["fortran", "read-only"])
 def test_replaced_weights_must_be_c_contiguous_and_writeable(backend, batch, momentum, keep_grads, layout):
     """Every training path (fused, sgd-in-gemm, layered) refuses weights the

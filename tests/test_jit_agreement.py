@@ -366,6 +366,26 @@ def test_auto_falls_back_when_numba_is_missing(monkeypatch):
     assert "numba" in fb.available_backends()
 
 
+def test_a_numba_network_unpickled_without_numba_computes_with_numpy(monkeypatch):
+    import pickle
+
+    net = fn.NeuralNetwork([fn.DenseLayer("relu", 4, neurons_num=3, rng=0)], "mse", backend="numba")
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
+    want = net.predict(x).copy()
+    data = pickle.dumps(net)
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.delitem(sys.modules, "fastnet.kernels._numba")
+    fb._forget_numba()
+    try:
+        with pytest.warns(RuntimeWarning, match="'numba' backend, which is not available here"):
+            twin = pickle.loads(data)
+        assert twin.backend == "numpy" and twin.layers[0].backend == "numpy"
+        np.testing.assert_allclose(twin.predict(x), want, rtol=1e-6)  # a few float32 operations
+    finally:
+        fb._forget_numba()
+    monkeypatch.undo()
+
+
 # -- the small-batch loop kernels themselves, whatever the thresholds ------------------
 # The threshold tables differ between machine classes (``kernels/_numba.py``), so the
 # dispatch tests above reach different loop batches on different machines; here every
