@@ -211,6 +211,7 @@ class DenseLayer(HoldsKernels):
 
     def _backward(self, dy, compute_dx=True):
         """Backward on validated input; requires a forward pass on this batch."""
+        self._check_params()  # w may have been replaced since the forward pass
         self._buffers(dy.shape[0])
         code = kernel_code(self.activation)
         if code is None:  # user-defined activation: chain its derivative in here

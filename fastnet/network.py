@@ -449,6 +449,8 @@ class NeuralNetwork(HoldsKernels):
         batch_size = positive_int(batch_size, "batch_size")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        for la in self.layers:  # before anything is sized, or sent to other ranks, from them
+            la._check_params()
         X, T = self._check_xy(X, y)
         val = None
         if validation_data is not None:

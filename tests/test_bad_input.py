@@ -787,10 +787,31 @@ def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, 
         net.train_step(x, y, keep_grads=keep_grads)
     with pytest.raises(ValueError, match=message):
         net.predict(x)
+    with pytest.raises(ValueError, match=message):
+        net.fit(x, y, epochs=1, batch_size=batch, progress=False)
     for p, q in zip(net.parameters(), before, strict=True):
         np.testing.assert_array_equal(p, q)
     for s, t in zip(net.optimizer.state, state, strict=True):
         np.testing.assert_array_equal(s, t)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("batch", [3, 32])
+def test_weights_replaced_between_forward_and_backward_are_refused(backend, batch):
+    """backward_pass and NeuralNetwork.backward check w again: a bad w reaching
+    the compiled dx loops would write past the end of dx."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    layer = fn.DenseLayer("relu", 5, neurons_num=4, rng=0, backend=backend)
+    net = fn.NeuralNetwork([layer], "mse", backend=backend)
+    x = np.random.default_rng(0).normal(size=(batch, 5)).astype(np.float32)
+    dy = np.ones((batch, 4), np.float32)
+    for forward, backward in ((layer.forward_pass, layer.backward_pass), (net.forward, net.backward)):
+        forward(x)
+        layer.w = np.ones((4000, 4), np.float32)
+        with pytest.raises(ValueError, match=r"the layer's w must be a float32 array of shape \(5, 4\)"):
+            backward(dy)
+        layer.w = np.ones((5, 4), np.float32)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
