@@ -13,9 +13,14 @@ import pytest
 import fastnet as fn
 
 pytest.importorskip("numba")
+from numba.core import config as numba_config  # noqa: E402
+
+# Run as Python (NUMBA_DISABLE_JIT, in CI) a step of these kernels takes seconds under
+# tracemalloc; every step after the warm-up does the same work, so two show what five do.
+STEPS = 2 if numba_config.DISABLE_JIT else 5
 
 
-def _peak_bytes(fn_, steps=5):
+def _peak_bytes(fn_, steps=STEPS):
     fn_()  # warm-up: workspaces are allocated here
     tracemalloc.start()
     try:
