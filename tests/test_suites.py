@@ -35,8 +35,10 @@ def test_asv_check():
 @needs_asv
 def test_asv_quick_run_covers_forward_and_backward_on_both_backends():
     _run([asv, "machine", "--yes"])
+    # a small batch (compiled loops) and a large one (BLAS), relu: 8 of the 32 parameter
+    # sets, each a process of its own (all 32 took 49 s of CI)
     proc = _run([asv, "run", "--python=same", "--quick", "--show-stderr",
-                 "--bench", r"DenseLayer\.time_(forward|backward)"])
+                 "--bench", r"DenseLayer\.time_(forward|backward)\(.*, (1|256), 512, 'relu'"])
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     for name in ("bench_dense.DenseLayer.time_forward", "bench_dense.DenseLayer.time_backward"):
