@@ -80,7 +80,20 @@ class _WithAlpha(Activation):
             raise ValueError(
                 f"{type(self).__name__} alpha must be finite and >= 0, got {alpha!r}"
             )
-        self.alpha = float(alpha)
+        self._alpha = float(alpha)
+
+    @property
+    def alpha(self):
+        """The activation's parameter, fixed when the activation is made: it is
+        part of its hash, and the fused training step compiles it into its
+        arguments.  To change it, give the layer a new activation."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value):
+        name = type(self).__name__
+        raise AttributeError(f"{name}.alpha is fixed when the activation is made; "
+                             f"assign layer.activation = {name}({value!r}) instead")
 
     def __repr__(self):
         return f"{type(self).__name__}(alpha={self.alpha!r})"

@@ -532,6 +532,16 @@ def test_bad_activation_alpha(cls, alpha, exc, match):
         cls(alpha)
 
 
+@pytest.mark.parametrize("cls", [fn.LeakyReLU, fn.ELU])
+def test_activation_alpha_is_fixed(cls):
+    """alpha is part of the hash and of the fused step's cached arguments, so it
+    cannot change under them: assigning it raises and says what to do instead."""
+    act = cls(0.3)
+    with pytest.raises(AttributeError, match=rf"{cls.__name__}\.alpha is fixed .* = {cls.__name__}\(0\.5\)"):
+        act.alpha = 0.5
+    assert act.alpha == 0.3 and act == cls(0.3) and hash(act) == hash(cls(0.3))
+
+
 def _layers(*specs, dtypes=None):
     """DenseLayers from (activation, n_in or None, neurons) triples."""
     dtypes = dtypes or [np.float32] * len(specs)
