@@ -769,6 +769,26 @@ def test_fit_divergence_keeps_the_last_good_update(mode):
         assert not np.isfinite(batch_losses[step - 1])
 
 
+def _trained_5_4_3(backend, batch, momentum):
+    """A 5-4-3 softmax network after one train_step on (x, y) of this batch size."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    net = fn.NeuralNetwork([fn.DenseLayer("relu", 5, neurons_num=4, rng=0),
+                            fn.DenseLayer("identity", neurons_num=3, rng=1)],
+                           "softmax_xent", fn.SGD(0.1, momentum=momentum), backend=backend)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(batch, 5)).astype(np.float32), rng.integers(0, 3, batch)
+    net.train_step(x, y)
+    return net, x, y
+
+
+def _assert_unchanged(net, params, state):
+    for p, q in zip(net.parameters(), params, strict=True):
+        np.testing.assert_array_equal(p, q)
+    for s, t in zip(net.optimizer.state, state, strict=True):
+        np.testing.assert_array_equal(s, t)
+
+
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize(("batch", "momentum", "keep_grads"),
                          [(3, 0.0, False), (32, 0.0, False), (32, 0.9, False), (3, 0.0, True)])
@@ -780,14 +800,7 @@ def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, 
     """The kernels index w and b unchecked, so every path (fused, sgd-in-gemm,
     layered, predict) refuses parameters assigned by hand that do not fit the
     layer, before touching parameters or state."""
-    if backend == "numba":
-        pytest.importorskip("numba")
-    net = fn.NeuralNetwork([fn.DenseLayer("relu", 5, neurons_num=4, rng=0),
-                            fn.DenseLayer("identity", neurons_num=3, rng=1)],
-                           "softmax_xent", fn.SGD(0.1, momentum=momentum), backend=backend)
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(batch, 5)).astype(np.float32), rng.integers(0, 3, batch)
-    net.train_step(x, y)
+    net, x, y = _trained_5_4_3(backend, batch, momentum)
     setattr(net.layers[0], name, np.ones(shape, dtype))
     before = [p.copy() for p in net.parameters()]
     state = [s.copy() for s in net.optimizer.state]
@@ -799,10 +812,7 @@ def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, 
         net.predict(x)
     with pytest.raises(ValueError, match=message):
         net.fit(x, y, epochs=1, batch_size=batch, progress=False)
-    for p, q in zip(net.parameters(), before, strict=True):
-        np.testing.assert_array_equal(p, q)
-    for s, t in zip(net.optimizer.state, state, strict=True):
-        np.testing.assert_array_equal(s, t)
+    _assert_unchanged(net, before, state)
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
@@ -831,14 +841,7 @@ def test_weights_replaced_between_forward_and_backward_are_refused(backend, batc
 def test_replaced_weights_must_be_c_contiguous_and_writeable(backend, batch, momentum, keep_grads, layout):
     """Every training path (fused, sgd-in-gemm, layered) refuses weights the
     kernels cannot update in place, before touching parameters or state."""
-    if backend == "numba":
-        pytest.importorskip("numba")
-    net = fn.NeuralNetwork([fn.DenseLayer("relu", 5, neurons_num=4, rng=0),
-                            fn.DenseLayer("identity", neurons_num=3, rng=1)],
-                           "softmax_xent", fn.SGD(0.1, momentum=momentum), backend=backend)
-    rng = np.random.default_rng(0)
-    x, y = rng.normal(size=(batch, 5)).astype(np.float32), rng.integers(0, 3, batch)
-    net.train_step(x, y)
+    net, x, y = _trained_5_4_3(backend, batch, momentum)
     w = np.asfortranarray(net.layers[1].w)
     if layout == "read-only":
         w = np.array(w, order="C")
@@ -848,7 +851,4 @@ def test_replaced_weights_must_be_c_contiguous_and_writeable(backend, batch, mom
     state = [s.copy() for s in net.optimizer.state]
     with pytest.raises(ValueError, match="parameter 2 must be a writeable C-contiguous ndarray"):
         net.train_step(x, y, keep_grads=keep_grads)
-    for p, q in zip(net.parameters(), before, strict=True):
-        np.testing.assert_array_equal(p, q)
-    for s, t in zip(net.optimizer.state, state, strict=True):
-        np.testing.assert_array_equal(s, t)
+    _assert_unchanged(net, before, state)
