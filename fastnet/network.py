@@ -280,10 +280,10 @@ class NeuralNetwork(HoldsKernels):
 
     def _sgd_in_gemm_step(self, x, t, where):
         opt, layers = self.optimizer, self.layers
-        for la in layers:
-            la._check_params()
+        # the forward pass checks each layer's w and b and raises before any update,
+        # then the optimizer checks its state belongs to them
+        loss, dout = self._forward_loss(x, t, where)
         opt.prepare(self.parameters())
-        loss, dout = self._forward_loss(x, t, where)  # raises before any update
         # every buffer the steps need exists before the first layer is updated: the
         # forward pass sized a, y, dz, dw and db; the input gradients' are sized here
         dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
