@@ -5,6 +5,9 @@ NumPy aligns to 16 bytes only; the kernels' vector loads along rows that start
 ``fastnet._workspace``).
 """
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -73,23 +76,15 @@ def test_parameters_state_and_workspaces_are_aligned(backend, optimizer, batch):
         assert all(is_aligned(a) for a in group), (name, [a.ctypes.data % 64 for a in group])
 
 
-def _deepcopy(obj):
-    import copy
-
-    return copy.deepcopy(obj)
-
-
 def _pickled(obj):
-    import pickle
-
     return pickle.loads(pickle.dumps(obj))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
-@pytest.mark.parametrize("copy", [_deepcopy, _pickled], ids=["deepcopy", "pickle"])
+@pytest.mark.parametrize("make_copy", [copy.deepcopy, _pickled], ids=["deepcopy", "pickle"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy, dtype):
+def test_copies_are_aligned_equal_and_independent(backend, optimizer, make_copy, dtype):
     """copy.deepcopy and pickle give a network (its layers hold their kernel
     module, which pickle cannot take) whose parameters and optimizer state are
     equal to the original's, 64-byte aligned and its own, without the buffers
@@ -104,7 +99,7 @@ def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy, dtyp
     batches = [(rng.normal(size=(5, 37)).astype(dtype), rng.integers(0, 3, 5)) for _ in range(5)]
     for x, y in batches[:2]:
         net.train_step(x, y)
-    twin = copy(net)
+    twin = make_copy(net)
 
     def state(n):
         s = n.optimizer.state
@@ -129,8 +124,6 @@ def test_copies_are_aligned_equal_and_independent(backend, optimizer, copy, dtyp
 
 
 def test_a_layer_copies_alone_and_a_shallow_copy_shares_everything():
-    import copy
-
     layer = fn.DenseLayer("tanh", 6, neurons_num=5, rng=0)
     x = np.random.default_rng(1).normal(size=(3, 6)).astype(np.float32)
     want = layer.forward_pass(x).copy()
