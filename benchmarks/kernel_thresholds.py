@@ -3,10 +3,10 @@
     python benchmarks/kernel_thresholds.py [N_IN N_OUT]   (default 512 512)
 
 Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
-``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels._numba``'s loops for
+``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels.numba``'s loops for
 batch sizes 1 to 32, float32 (``x.T @ dz`` by row loops and by register tiles),
-and the forward pass (``x @ w``, bias and ReLU) by ``_forward_loops`` (register
-tiles) against the layer's BLAS forward.  The thresholds in ``kernels/_numba.py``
+and the forward pass (``x @ w``, bias and ReLU) by ``dense.forward_tiles`` and ``forward_rows`` (register
+tiles) against the layer's BLAS forward.  The thresholds in ``kernels/numba/tuning.py``
 (``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``, ``FWD_LOOPS_*``) come from this table
 (``DW_TILES_MAX_BATCH`` from it and from whole layer passes, where BLAS's
 threads stay warm); they differ between machines, so there is one set per
@@ -19,7 +19,8 @@ import numpy as np
 
 import fastnet as fn
 from fastnet._timing import compare
-from fastnet.kernels import _numba as J
+from fastnet.kernels import _blas
+from fastnet.kernels.numba import activations, dense
 
 NAMES = ("fwd loops", "fwd blas", "dw loops", "dw tiles", "dw blas", "dx loops", "dx blas")
 
@@ -27,14 +28,24 @@ NAMES = ("fwd loops", "fwd blas", "dw loops", "dw tiles", "dw blas", "dx loops",
 def _candidates(x, w, dz):
     dw, dx = np.empty_like(w), np.empty_like(x)
     b, a, y = np.zeros((1, w.shape[1]), w.dtype), np.empty_like(dz), np.empty_like(dz)
-    relu, consts = fn.kernels.ACTIVATION_CODES["relu"], J._consts(x)
+    relu = fn.kernels.RELU
+    scratch = np.empty(dense.padded_size(*x.shape, dz.shape[1], x.itemsize), x.dtype)
+    batch = x.shape[0]
+
+    def fwd_loops():
+        if batch >= 4:
+            dense.forward_tiles(x, w, b, a)
+        if batch % 4:
+            dense.forward_rows(x, w, b, a)
+        activations.FORWARD[relu](b, w.dtype.type(0), a, y, False)
+
     return {
-        "fwd loops": lambda: J._forward_loops(x, w, b, relu, w.dtype.type(0), consts, a, y),
-        "fwd blas": lambda: (np.matmul(x, w, out=a), J._forward_elementwise(b, relu, 0.0, a, y)),
-        "dw loops": lambda: J._weight_grad_small(x, dz, dw),
-        "dw tiles": lambda: J._weight_grad_tiled(x, dz, dw),
-        "dw blas": lambda: J._blas_weight_grad(x, dz, dw),
-        "dx loops": lambda: J._input_grad_small(dz, w, dx),
+        "fwd loops": fwd_loops,
+        "fwd blas": lambda: (np.matmul(x, w, out=a), activations.forward_epilogue(b, relu, 0.0, a, y)),
+        "dw loops": lambda: dense.weight_grad_small(x, dz, dw),
+        "dw tiles": lambda: dense.weight_grad_tiled(x, dz, dw, scratch),
+        "dw blas": lambda: _blas.gemm(1.0 / batch, x.T, dz, 0.0, dw) or np.matmul(x.T, dz, out=dw),
+        "dx loops": lambda: dense.input_grad_small(dz, w, dx),
         "dx blas": lambda: np.matmul(dz, w.T, out=dx),
     }
 

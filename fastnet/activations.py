@@ -1,7 +1,7 @@
 """Activation functions: small objects with ``f(a)``, ``df(a)`` and a ``name``.
 
 ``f`` and ``df`` are the user-facing API; they call the same reference kernels
-that the layers use (``fastnet.kernels._numpy``), looked up by ``name``.  A
+that the layers use (``fastnet.kernels.numpy``), looked up by ``name``.  A
 layer accepts an activation object or its name as a string (``"relu"``).
 
 A user may pass any other object with ``f``, ``df`` and ``name``: the layers
@@ -11,7 +11,7 @@ then call its methods in Python instead of a kernel (slower, never wrong).
 import numpy as np
 
 from fastnet.kernels import ACTIVATION_CODES
-from fastnet.kernels import _numpy as _ref
+from fastnet.kernels import numpy as _ref
 
 
 class Activation:

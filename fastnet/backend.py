@@ -1,8 +1,10 @@
 """The backend switch: which kernel module computes a layer's arithmetic.
 
-``"numpy"`` is the reference (``fastnet.kernels._numpy``); ``"numba"`` the JIT
-path (``fastnet.kernels._numba``), available when numba imports; ``"auto"``
-takes numba when it is available and NumPy otherwise.  ``None`` wherever a
+``"numpy"`` is the reference (``fastnet.kernels.numpy``); ``"numba"`` the JIT
+path (``fastnet.kernels.numba``), available when numba imports and has a
+writable place for its cache of compiled kernels; ``"auto"`` takes numba when
+it is available and NumPy otherwise (with one warning when numba is installed
+but cannot be used).  ``None`` wherever a
 backend is accepted means the process-wide default, which starts as
 ``"auto"`` and is changed with :func:`set_default_backend`.
 
@@ -21,6 +23,7 @@ INSTALL_HINT = "pip install numba  (or: pip install 'fastnet-dense[jit]')"
 _default = "auto"
 _numba_error = None  # why the numba backend could not be imported, once tried
 _numba_checked = False
+_warned_auto = False  # the 'auto' fallback's warning, given once per process
 
 
 def _check_name(name):
@@ -32,17 +35,23 @@ def _numba_available():
     global _numba_checked, _numba_error
     if not _numba_checked:
         try:
-            importlib.import_module("fastnet.kernels._numba")
+            importlib.import_module("fastnet.kernels.numba")
         except ImportError as exc:
             _numba_error = exc
         _numba_checked = True
     return _numba_error is None
 
 
+def _numba_installed_but_unusable():
+    """numba imports, but the JIT kernels cannot be used (e.g. no writable cache)."""
+    return (_numba_error is not None
+            and not (isinstance(_numba_error, ModuleNotFoundError) and _numba_error.name == "numba"))
+
+
 def _forget_numba():
     """Forget the cached numba import result (for tests that hide numba)."""
-    global _numba_checked, _numba_error
-    _numba_checked, _numba_error = False, None
+    global _numba_checked, _numba_error, _warned_auto
+    _numba_checked, _numba_error, _warned_auto = False, None, False
 
 
 def set_default_backend(name):
@@ -74,7 +83,14 @@ def resolve_backend(name):
         name = _default
     _check_name(name)
     if name == "auto":
-        return available_backends()[-1]
+        backend = available_backends()[-1]
+        if backend == "numpy" and _numba_installed_but_unusable():
+            global _warned_auto
+            if not _warned_auto:
+                _warned_auto = True
+                warnings.warn(f"backend 'auto' computes with NumPy: numba is installed but its JIT "
+                              f"kernels cannot be used here ({_numba_error})", RuntimeWarning, stacklevel=2)
+        return backend
     if name == "numba" and not _numba_available():
         raise ImportError(
             f"the 'numba' backend needs numba, which could not be imported ({_numba_error}); "
@@ -85,7 +101,7 @@ def resolve_backend(name):
 
 def kernels_for(name):
     """The kernel module of a concrete backend name."""
-    return importlib.import_module(f"fastnet.kernels._{name}")
+    return importlib.import_module(f"fastnet.kernels.{name}")
 
 
 class HoldsKernels:

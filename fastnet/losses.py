@@ -13,7 +13,7 @@ import numpy as np
 
 from fastnet._validation import as_array, cast_finite, check_finite, describe
 from fastnet.kernels import ACTIVATION_CODES, LOSS_CODES
-from fastnet.kernels import _numpy as _ref
+from fastnet.kernels import numpy as _ref
 
 
 class Loss:

@@ -15,18 +15,6 @@ from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD, Optimizer
 
 MODES = ("sgd", "gd")
-#: Batches up to this size train by one fused compiled call (numba, SGD):
-#: measured faster than the paths it replaces up to here.  784-256-256-10 MLP,
-#: Zen 3, side by side: against sgd-in-gemm (plain SGD) 1.21-1.32x at B = 16,
-#: 1.29-1.31x at 20, 1.13-1.17x at 24, level at 32, 0.75-0.98x at 40 (three runs);
-#: against layered with momentum 0.9, 1.11-1.23x at 16-20, 0.95-0.98x at 24.
-FUSED_MAX_BATCH = 20
-#: ... but only up to this size when a layer's weights reach FUSED_BIG_WEIGHTS
-#: bytes: there BLAS's x @ w pulls ahead from about 8 rows (a 512 x 512 layer
-#: at 16 rows: fused 0.92x the sgd-in-gemm path; 1024 x 1024: 0.71x; at 8-12
-#: rows 0.98-1.06x; Zen 3, side by side).
-FUSED_MAX_BATCH_BIG_WEIGHTS = 8
-FUSED_BIG_WEIGHTS = 1 << 20
 _PREDICT_CHUNK = 1024
 
 
@@ -240,13 +228,14 @@ class NeuralNetwork(HoldsKernels):
         * ``"fused"``: one compiled call for the whole step.  The numba
           backend, an ``SGD`` optimizer (with or without momentum), built-in
           activations and ``batch_size <= FUSED_MAX_BATCH`` (20; 8 when a
-          layer's weights take 1 MiB or more).
+          layer's weights take 1 MiB or more; both in
+          ``fastnet.kernels.numba.tuning``, with their measurements).
         * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
           applied by BLAS inside the weight-gradient product, so no ``dw`` is
           written and read again.  The numba backend, plain ``SGD`` (no
           momentum: the velocity must be read and written anyway, and this
           measured no faster; no weight decay: see
-          ``kernels._numba.dense_backward_sgd``), built-in activations and
+          ``fastnet.kernels.numba.dense_backward_sgd``), built-in activations and
           larger batches.
         * ``"layered"``: layer by layer, gradients first, then the optimizer.
 
@@ -259,9 +248,10 @@ class NeuralNetwork(HoldsKernels):
         if (comm is not None or self.backend != "numba" or type(opt) is not SGD
                 or any(kernel_code(la.activation) is None for la in self.layers)):
             return "layered"
-        if batch_size <= FUSED_MAX_BATCH and (
-                batch_size <= FUSED_MAX_BATCH_BIG_WEIGHTS
-                or all(la.w is None or la.w.nbytes < FUSED_BIG_WEIGHTS for la in self.layers)):
+        tuning = self._k.tuning
+        if batch_size <= tuning.FUSED_MAX_BATCH and (
+                batch_size <= tuning.FUSED_MAX_BATCH_BIG_WEIGHTS
+                or all(la.w is None or la.w.nbytes < tuning.FUSED_BIG_WEIGHTS for la in self.layers)):
             return "fused"
         if opt.momentum == 0 and opt.weight_decay == 0:
             return "sgd-in-gemm"
@@ -294,19 +284,19 @@ class NeuralNetwork(HoldsKernels):
 
     def _fused_step(self, x, t, where):
         opt = self.optimizer
-        args = self._fused_arrays(x.shape[0])
+        plan = self._fused_plan(x.shape[0])
         inp = x
         for layer in self.layers:
             layer.x, inp = inp, layer.y
             layer.dw = layer.db = layer.dx = None  # not materialised on this path
         loss = float(self._k.fused_sgd_step(
-            x, t, *args, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+            x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
             bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
     def _fused_key(self, batch):
-        """Everything the fused kernel's arrays come from: compared by identity,
+        """Everything the fused kernel's plan comes from: compared by identity,
         and held, so that no object in it can be freed and its id reused."""
         opt = self.optimizer
         key = [opt, opt.state, *(opt.state or ())]
@@ -314,12 +304,13 @@ class NeuralNetwork(HoldsKernels):
             key += (la.w, la.b, la.a, la.y, la.dz, la.activation)
         return key, (batch, opt.momentum != 0)
 
-    def _fused_arrays(self, batch):
-        """The arrays the fused kernel works on, as tuples, for a batch of this
-        size.  They are rebuilt, with the optimizer's state checked and the
-        layers' buffers sized, only when something they come from changed: a new
-        batch size, new weights or activations, a new optimizer or state, or
-        momentum switched on or off (which can replace the state)."""
+    def _fused_plan(self, batch):
+        """The fused kernel's plan (``fused_plan``: the layers' arrays, bound once)
+        for a batch of this size.  It is rebuilt, with the optimizer's state
+        checked and the layers' buffers sized, only when something it comes
+        from changed: a new batch size, new weights or activations, a new
+        optimizer or state, or momentum switched on or off (which can replace
+        the state)."""
         cached = self._store.get("fused")
         if cached is not None:
             key, flags = self._fused_key(batch)
@@ -332,14 +323,13 @@ class NeuralNetwork(HoldsKernels):
         for la in layers:
             la._buffers(batch)
         state = self.optimizer.state
-        args = (tuple(la.w for la in layers), tuple(la.b for la in layers),
-                tuple(state[0::2]), tuple(state[1::2]),
-                np.array([kernel_code(la.activation) for la in layers], np.int64),
-                np.array([la.activation.alpha for la in layers], np.float64),
-                tuple(la.a for la in layers), tuple(la.y for la in layers),
-                tuple(la.dz for la in layers))
-        self._store["fused"] = (*self._fused_key(batch), args)
-        return args
+        plan = self._k.fused_plan(
+            [la.w for la in layers], [la.b for la in layers], state[0::2], state[1::2],
+            [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
+            [la.a for la in layers], [la.y for la in layers], [la.dz for la in layers],
+            None if cached is None else cached[2].scratch)  # the last plan's scratch, when large enough
+        self._store["fused"] = (*self._fused_key(batch), plan)
+        return plan
 
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
             validation_data=None, progress=True, rng=None, comm=None):

@@ -90,14 +90,15 @@ class LayerCase:
                                k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)),
         }
         if self.net.plan(n) == "sgd-in-gemm":  # the step on w happens inside the product
-            phases["gemm"] = lambda: (np.matmul(x, w, out=a),
-                                      _blas.gemm(-opt.lr / n, x.T, dz, 1.0, w) or k._weight_grad(x, dz, dw))
+            phases["gemm"] = lambda: (np.matmul(x, w, out=a), _blas.gemm(-opt.lr / n, x.T, dz, 1.0, w)
+                                      or k.dense.weight_grad(x, dz, dw))
             phases["update"] = lambda: k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)
         if self.net.backend == "numba":
             # bias gradient is fused into the activation-gradient pass
-            phases.setdefault("gemm", lambda: (np.matmul(x, w, out=a), k._weight_grad(x, dz, dw)))
-            phases["bias_activation"] = lambda: k._forward_elementwise(b, kind, alpha, a, y)
-            phases["activation_grad"] = lambda: k._backward_elementwise(kind, alpha, a, y, dout, dz, db)
+            phases.setdefault("gemm", lambda: (np.matmul(x, w, out=a), k.dense.weight_grad(x, dz, dw)))
+            phases["bias_activation"] = lambda: k.activations.forward_epilogue(b, kind, alpha, a, y)
+            phases["activation_grad"] = lambda: k.activations.backward_prologue(kind, alpha, a, y, dout,
+                                                                                dz, db)
         else:
             def bias_activation():
                 np.add(a, b, out=a)

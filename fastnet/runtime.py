@@ -32,40 +32,49 @@ def get_num_threads():
     return max(pools) if pools else 1
 
 
-def warmup(backend="numba"):
-    """Compile the JIT kernels for float32 and float64 ahead of time.
+def warmup(dtype=None, *, backend="numba"):
+    """Compile the JIT kernels ahead of time; returns the seconds it took.
 
-    Runs a tiny network of every activation, loss and optimizer through the
-    small- and large-batch paths.  Returns the seconds it took (about the
-    compile time when the on-disk cache is cold, far less when it is warm),
-    or 0.0 when the backend is not available.
+    ``dtype``: None for the layers' default, float32; ``"float32"`` or
+    ``"float64"`` (or the NumPy types); ``"all"`` for both.  Nothing is compiled
+    for a dtype that is not asked for.  Runs tiny networks of every activation,
+    loss and optimizer through every training path (``NeuralNetwork.plan``:
+    fused at small batches with and without momentum and weight decay, layered,
+    full-batch gradient descent) and prediction, so that a network of any depth
+    and size trains without compiling again.  The time is about the compile
+    time when the on-disk cache is cold, far less when it is warm; 0.0 when
+    the backend is not available (or is ``"numpy"``: nothing to compile).
     """
     import fastnet as fn
     from fastnet.backend import available_backends
+    from fastnet.kernels import ACTIVATIONS
 
+    if isinstance(dtype, str) and dtype == "all":
+        dtypes = (np.float32, np.float64)
+    else:
+        from fastnet.layers import float_dtype
+
+        try:
+            dtypes = (float_dtype(np.float32 if dtype is None else dtype),)
+        except ValueError:
+            raise ValueError(f"dtype must be None, 'float32', 'float64' or 'all', got {dtype!r}") from None
     if backend == "auto":
         backend = available_backends()[-1]
     if backend not in available_backends() or backend == "numpy":  # nothing to compile
         return 0.0
-    from fastnet.kernels import ACTIVATIONS
-
     start = time.perf_counter()
-    k = fn.backend.kernels_for(backend)
-    for dtype in (np.float32, np.float64):
-        for loss, opt in ((fn.SoftmaxCrossEntropy(), fn.SGD(0.0)),
-                          (fn.MeanSquaredError(), fn.SGD(0.0, momentum=0.5)),
-                          (fn.BinaryCrossEntropy(), fn.Adam(0.0))):
-            layers = [fn.DenseLayer(name, 3, neurons_num=3, dtype=dtype, rng=0) for name in ACTIVATIONS]
-            layers.append(fn.DenseLayer("identity", neurons_num=2, dtype=dtype, rng=0))
-            net = fn.NeuralNetwork(layers, loss, opt, backend=backend)
-            for batch in (1, 3, 9):  # each side of the JIT kernels' batch thresholds
-                t = np.zeros((batch, 2), dtype)
-                t[:, 0] = 1  # a valid target for all three losses
-                net.train_step(np.ones((batch, 3), dtype), t)
-                net.fit(np.ones((batch, 3), dtype), t, mode="gd", progress=False)
-        out = np.ones((2, 3), dtype)
-        k.activation_derivative(0, 0.0, out, out.copy())
-        k.activation_forward(0, 0.0, out, out.copy())
-        k.activation_grad(0, 0.0, out, out, out, out.copy())
-        k.softmax(out, out.copy())
+    for dt in dtypes:
+        for loss in (fn.SoftmaxCrossEntropy(), fn.MeanSquaredError(), fn.BinaryCrossEntropy()):
+            for opt in (fn.SGD(0.0), fn.SGD(0.0, momentum=0.5), fn.SGD(0.0, weight_decay=0.5), fn.Adam(0.0)):
+                layers = [fn.DenseLayer(name, 3, neurons_num=3, dtype=dt, rng=0) for name in ACTIVATIONS]
+                layers.append(fn.DenseLayer("identity", neurons_num=2, dtype=dt, rng=0))
+                net = fn.NeuralNetwork(layers, loss, opt, backend=backend)
+                for batch in (1, 3, 9):  # each side of the JIT kernels' batch thresholds
+                    x, t = np.ones((batch, 3), dt), np.zeros((batch, 2), dt)
+                    t[:, 0] = 1  # a valid target for all three losses
+                    net.train_step(x, t)
+                    if loss.name == "softmax_xent":
+                        net.train_step(x, np.zeros(batch, np.int64))  # class labels
+                    net.fit(x, t, mode="gd", progress=False)
+                net.predict(np.ones((2, 3), dt))
     return time.perf_counter() - start

@@ -6,9 +6,13 @@ installed (see ``pyproject.toml``); it is never imported as a top-level
 
 The kernels know nothing of fastnet's objects.  Activations and losses reach
 them as small integer codes, looked up by name in the tables below, because
-objects cannot enter compiled code.  ``_numpy`` is the reference: complete and
-obviously correct.  A compiled module, when there is one, exposes exactly the
-same names with exactly the same parameters.
+objects cannot enter compiled code.  Two packages mirror each other, module by
+module (``activations``, ``dense``, ``losses``, ``optimizers``, ``fused``):
+
+* ``fastnet.kernels.numpy``, the reference: complete and obviously correct;
+* ``fastnet.kernels.numba``, the same public names (its ``__all__``) with the
+  same parameters, compiled; plus what only compiled code needs (``cpu``,
+  ``tiles``, ``tuning``).  Importing it imports numba.
 """
 
 #: Activation names, in code order: ``ACTIVATIONS.index(name)`` is the code
@@ -29,3 +33,6 @@ LOSSES = ("mse", "softmax_xent", "bce_logits")
 
 ACTIVATION_CODES = {name: code for code, name in enumerate(ACTIVATIONS)}
 LOSS_CODES = {name: code for code, name in enumerate(LOSSES)}
+
+IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU, SOFTPLUS, GELU = range(len(ACTIVATIONS))
+MSE, SOFTMAX_XENT, BCE_LOGITS = range(len(LOSSES))

@@ -15,7 +15,7 @@ import pytest
 import fastnet as fn
 from fastnet.backend import kernels_for
 
-_ref = kernels_for("numpy")  # the reference kernels, fastnet.kernels._numpy
+_ref = kernels_for("numpy")  # the reference kernels, fastnet.kernels.numpy
 
 N_IN, N_HIDDEN, N_OUT, BATCH = 4, 5, 3, 6
 OPTIMIZERS = ("sgd_momentum", "adam")

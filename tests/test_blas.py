@@ -132,14 +132,14 @@ def test_numpys_openblas_is_found_when_loaded():
 
 def test_without_blas_the_weight_gradient_falls_back_to_numpy(no_direct_blas):
     pytest.importorskip("numba")
-    from fastnet.kernels import _numba as J
+    from fastnet.kernels.numba import dense, tuning
 
     no_direct_blas()
     rng = np.random.default_rng(3)
     # past every loop and tile threshold: the BLAS branch
-    batch = max(b for _, b in J.DW_LOOPS_MAX_BATCH + J.DW_TILES_MAX_BATCH) + 5
+    batch = max(b for _, b in tuning.DW_LOOPS_MAX_BATCH + tuning.DW_TILES_MAX_BATCH) + 5
     x, dz = rng.standard_normal((batch, 9)), rng.standard_normal((batch, 4))
     dw = np.full((9, 4), np.nan)
-    J._weight_grad(x, dz, dw)
+    dense.weight_grad(x, dz, dw)
     ref, bound = _reference(1.0 / batch, x.T, dz, 0.0, np.zeros((9, 4)))
     assert np.all(np.abs(dw - ref) <= bound + np.finfo(np.float64).eps * np.abs(ref))

@@ -16,10 +16,11 @@ import pytest
 
 import fastnet as fn
 from fastnet.kernels import ACTIVATIONS
-from fastnet.network import FUSED_MAX_BATCH
 
 pytest.importorskip("numba")
 from numba.core import config as numba_config  # noqa: E402
+
+from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH  # noqa: E402
 
 STEP_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 LOSSES = {"softmax_xent": "identity", "bce_logits": "identity", "mse": "tanh"}
@@ -231,7 +232,7 @@ def test_fused_step_sees_replaced_weights_and_activations():
 
 
 def test_big_weights_take_the_fused_path_only_up_to_its_own_limit():
-    from fastnet.network import FUSED_BIG_WEIGHTS, FUSED_MAX_BATCH_BIG_WEIGHTS
+    from fastnet.kernels.numba.tuning import FUSED_BIG_WEIGHTS, FUSED_MAX_BATCH_BIG_WEIGHTS
 
     side = int(np.sqrt(FUSED_BIG_WEIGHTS // 4))  # a float32 layer of exactly the limit
     for n_in, big in ((side, True), (side - 1, False)):

@@ -26,23 +26,25 @@ from hypothesis import strategies as st
 import fastnet as fn
 from fastnet import backend as fb
 from fastnet.kernels import ACTIVATIONS, LOSSES
-from fastnet.kernels import _numpy as R
+from fastnet.kernels import numpy as R
 
 pytest.importorskip("numba")
-from fastnet.kernels import _numba as J  # noqa: E402
+from fastnet.kernels import numba as J  # noqa: E402
+from fastnet.kernels.numba import cpu, dense, fused, tuning  # noqa: E402
 
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
 # batch sizes on both sides of every threshold of the JIT dispatch, and weights
 # sizes in each band of the threshold tables
-_TABLES = (J.DW_LOOPS_MAX_BATCH, J.DW_TILES_MAX_BATCH, J.DX_LOOPS_MAX_BATCH, J.FWD_LOOPS_MAX_BATCH)
+_TABLES = (tuning.DW_LOOPS_MAX_BATCH, tuning.DW_TILES_MAX_BATCH, tuning.DX_LOOPS_MAX_BATCH,
+           tuning.FWD_LOOPS_MAX_BATCH)
 _LIMITS = sorted({limit for table in _TABLES for limit, _ in table if limit != math.inf})
-THRESHOLD_BATCHES = sorted({1, 2, J.DX_LOOPS_MIN_BATCH - 1, J.DX_LOOPS_MIN_BATCH,
-                            J.FWD_LOOPS_MIN_BATCH - 1, J.FWD_LOOPS_MIN_BATCH}
+THRESHOLD_BATCHES = sorted({1, 2, tuning.DX_LOOPS_MIN_BATCH - 1, tuning.DX_LOOPS_MIN_BATCH,
+                            tuning.FWD_LOOPS_MIN_BATCH - 1, tuning.FWD_LOOPS_MIN_BATCH}
                            | {b + d for table in _TABLES for _, b in table for d in (0, 1)} - {0})
 # one weights size inside each band (a single band when no table has a limit)
 WEIGHT_BYTES = ([3 * limit // 4 for limit in _LIMITS] + [3 * _LIMITS[-1] // 2] if _LIMITS
                 else [1 << 18])
-SMALL = max(b for _, b in J.DX_LOOPS_MAX_BATCH)
+SMALL = max(b for _, b in tuning.DX_LOOPS_MAX_BATCH)
 ALPHA = {"leaky_relu": 0.05, "elu": 0.7}
 
 
@@ -60,21 +62,24 @@ def assert_agree(got, ref, dtype, scale=None, what=""):
     )
 
 
-def _kernels(module):
-    """The public kernel functions defined in ``module`` (compiled or not)."""
-    return {
-        name: getattr(obj, "py_func", obj) for name, obj in vars(module).items()
-        if not name.startswith("_") and callable(obj)
-        and getattr(getattr(obj, "py_func", obj), "__module__", None) == module.__name__
-    }
-
-
 def test_same_names_and_signatures():
-    ref, jit = _kernels(R), _kernels(J)
-    assert len(ref) >= 12
-    assert set(ref) == set(jit)
-    for name, func in ref.items():
-        assert inspect.signature(jit[name]) == inspect.signature(func), name
+    """The twin packages: the same public kernels (``__all__``), module by module,
+    each with the same parameters and defaults, and each module names its twin."""
+    import importlib
+
+    assert len(R.__all__) >= 17 and sorted(R.__all__) == R.__all__
+    assert J.__all__ == R.__all__
+    for name in R.__all__:
+        ref, jit = getattr(R, name), getattr(J, name)
+        assert inspect.signature(getattr(jit, "py_func", jit)) == inspect.signature(ref), name
+        # the same module on both sides: activations, dense, losses, optimizers or fused
+        assert ref.__module__.rsplit(".", 1)[1] == getattr(jit, "py_func", jit).__module__.rsplit(".", 1)[1]
+    for module in ("activations", "dense", "losses", "optimizers", "fused"):
+        ref = importlib.import_module(f"fastnet.kernels.numpy.{module}")
+        jit = importlib.import_module(f"fastnet.kernels.numba.{module}")
+        assert jit.__all__ == ref.__all__, module
+        assert f"twin: ``fastnet.kernels.numba.{module}``" in ref.__doc__.split("\n\n")[0].replace("\n", " ")
+        assert f"twin: ``fastnet.kernels.numpy.{module}``" in jit.__doc__.split("\n\n")[0].replace("\n", " ")
 
 
 def _dense_case(rng, batch, n_in, n_out, dtype, scale_x=1.0):
@@ -348,10 +353,16 @@ def test_adam_training_agrees(dtype):
 
 
 # -- numba missing ------------------------------------------------------------------------
-def test_auto_falls_back_when_numba_is_missing(monkeypatch):
-    monkeypatch.setitem(sys.modules, "numba", None)  # "import numba" now raises ImportError
-    monkeypatch.delitem(sys.modules, "fastnet.kernels._numba")
+def _hide_numba(monkeypatch):
+    """Make "import numba" raise ImportError, and forget the compiled kernels' modules."""
+    monkeypatch.setitem(sys.modules, "numba", None)
+    for name in [m for m in sys.modules if m.split(".")[:3] == ["fastnet", "kernels", "numba"]]:
+        monkeypatch.delitem(sys.modules, name)
     fb._forget_numba()
+
+
+def test_auto_falls_back_when_numba_is_missing(monkeypatch):
+    _hide_numba(monkeypatch)
     try:
         assert fb.available_backends() == ("numpy",)
         assert fb.resolve_backend("auto") == "numpy"
@@ -373,9 +384,7 @@ def test_a_numba_network_unpickled_without_numba_computes_with_numpy(monkeypatch
     x = np.random.default_rng(0).normal(size=(2, 4)).astype(np.float32)
     want = net.predict(x).copy()
     data = pickle.dumps(net)
-    monkeypatch.setitem(sys.modules, "numba", None)
-    monkeypatch.delitem(sys.modules, "fastnet.kernels._numba")
-    fb._forget_numba()
+    _hide_numba(monkeypatch)
     try:
         with pytest.warns(RuntimeWarning, match="'numba' backend, which is not available here"):
             twin = pickle.loads(data)
@@ -387,9 +396,9 @@ def test_a_numba_network_unpickled_without_numba_computes_with_numpy(monkeypatch
 
 
 # -- the small-batch loop kernels themselves, whatever the thresholds ------------------
-# The threshold tables differ between machine classes (``kernels/_numba.py``), so the
-# dispatch tests above reach different loop batches on different machines; here every
-# loop kernel runs at every batch either table gives to it, and on either side.
+# The threshold tables differ between machine classes (``fastnet.kernels.numba.tuning``),
+# so the dispatch tests above reach different loop batches on different machines; here
+# every loop kernel runs at every batch either table gives to it, and on either side.
 LOOP_BATCHES = range(1, 14)
 # partial panels, scalar columns, n_in % 4 != 0; rows of 2 KiB multiples (the tiled
 # update's padded copies of x, and of g with w walked row by row)
@@ -401,12 +410,31 @@ def _loop_case(rng, batch, n_in, n_out, dtype):
     return x, w, b, dz, x.astype(np.float64), dz.astype(np.float64)
 
 
-def _step_on_zero_weights(w_shape, x, dz, momentum, dtype, update=None):
-    """-(x.T @ dz / B) from one SGD step of lr 1 on zero weights (and zero velocity)."""
+def _forward_by_loops(x, w, b, a):
+    """a = x @ w + b by the register tiles (rows by four) and the sweeping loops."""
+    if x.shape[0] >= 4:
+        dense.forward_tiles(x, w, b, a)
+    if x.shape[0] % 4:
+        dense.forward_rows(x, w, b, a)
+
+
+def _scratch(x, g, dtype):
+    n = max(5 * g.shape[1], dense.padded_size(*x.shape, g.shape[1], np.dtype(dtype).itemsize))
+    return np.full(n, np.nan, dtype)  # what the kernels read of it, they wrote first
+
+
+def _step_on_zero_weights(x, dz, update, dtype):
+    """-(x.T @ dz / B) from one SGD step of lr 1 on zero weights (and zero velocity),
+    by ``update``: "tiled", "rows" or "momentum"."""
     T = np.dtype(dtype).type
-    w = np.zeros(w_shape, dtype)
-    v = np.zeros_like(w) if momentum else w[:0]
-    (update or J._update_rows)(x, dz, w, v, T(1), T(momentum), T(0), False, J._tiny(w))
+    w = np.zeros((x.shape[1], dz.shape[1]), dtype)
+    scratch = _scratch(x, dz, dtype)
+    if update == "tiled":
+        dense.update_tiled(x, dz, w, T(1), scratch)
+    elif update == "rows":
+        fused.update_rows_plain(x, dz, w, T(1), T(0), scratch)
+    else:
+        fused.update_rows_momentum(x, dz, w, np.zeros_like(w), T(1), T(0.9), T(0), False, scratch)
     return w
 
 
@@ -414,50 +442,48 @@ def _step_on_zero_weights(w_shape, x, dz, momentum, dtype, update=None):
 @pytest.mark.parametrize("batch", LOOP_BATCHES)
 def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
     rng = np.random.default_rng(batch)
-    relu = ACTIVATIONS.index("relu")
     for n_in, n_out in LOOP_SHAPES:
         x, w, b, dz, x64, dz64 = _loop_case(rng, batch, n_in, n_out, dtype)
-        a, y = np.full((batch, n_out), np.nan, dtype), np.full((batch, n_out), np.nan, dtype)
-        J._forward_loops(x, w, b, relu, dtype(0), J._consts(x), a, y)
+        a = np.full((batch, n_out), np.nan, dtype)
+        _forward_by_loops(x, w, b, a)
         ref = x64 @ w + b
         assert_agree(a, ref.astype(dtype), dtype, np.abs(x) @ np.abs(w) + np.abs(b), "forward a")
-        np.testing.assert_array_equal(y, np.maximum(a, 0))
         dw_ref = x64.T @ dz64 / batch
         scale = np.abs(x).T @ np.abs(dz) / batch
-        for name, kernel in (("loops", J._weight_grad_small), ("tiles", J._weight_grad_tiled)):
+        tiled = lambda x, dz, dw: dense.weight_grad_tiled(x, dz, dw, _scratch(x, dz, dtype))  # noqa: E731
+        for name, kernel in (("loops", dense.weight_grad_small), ("tiles", tiled)):
             dw = np.full_like(w, np.nan)  # every entry must be written
             kernel(x, dz, dw)
             assert_agree(dw, dw_ref.astype(dtype), dtype, scale, f"dw {name}")
         dx = np.full_like(x, np.nan)
-        J._input_grad_small(dz, w, dx)
+        dense.input_grad_small(dz, w, dx)
         assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
-        for momentum in (0.0, 0.9):  # plain SGD above 4 rows: the register tiles
-            got = _step_on_zero_weights(w.shape, x, dz, momentum, dtype)
-            assert_agree(got, (-dw_ref).astype(dtype), dtype, scale, f"update, momentum {momentum}")
+        for update in ("tiled", "rows", "momentum"):  # momentum 0.9 from zero velocity: v = dw
+            got = _step_on_zero_weights(x, dz, update, dtype)
+            assert_agree(got, (-dw_ref).astype(dtype), dtype, scale, f"update {update}")
 
 
 WIDE_TILES = """
 import numpy as np
-from fastnet.kernels import _numba as J
-J._VEC_BYTES = 64  # before anything compiles (fresh cache): the tiles of the AVX-512 machines
+from fastnet.kernels.numba import cpu, dense
+cpu.VEC_BYTES = 64  # before anything compiles (fresh cache): the tiles of the AVX-512 machines
 import test_jit_agreement as t
 for batch in (4, 5, 8, 13):
     rng = np.random.default_rng(batch)
     for n_in, n_out in t.LOOP_SHAPES + [(20, 97)]:
         x, w, b, dz, x64, dz64 = t._loop_case(rng, batch, n_in, n_out, np.float32)
-        a, y = np.empty((batch, n_out), np.float32), np.empty((batch, n_out), np.float32)
-        J._forward_loops(x, w, b, 0, np.float32(0), J._consts(x), a, y)
+        a = np.empty((batch, n_out), np.float32)
+        t._forward_by_loops(x, w, b, a)
         t.assert_agree(a, (x64 @ w + b).astype(np.float32), np.float32,
                        np.abs(x) @ np.abs(w) + np.abs(b), "forward a")
-        got = t._step_on_zero_weights(w.shape, x, dz, 0.0, np.float32,
-                              lambda x, dz, w, v, lr, *_: J._update_tiled(x, dz, w, lr))
+        got = t._step_on_zero_weights(x, dz, "tiled", np.float32)
         t.assert_agree(got, (-(x64.T @ dz64) / batch).astype(np.float32), np.float32,
                        np.abs(x).T @ np.abs(dz) / batch, "update")
 print("ok")
 """
 
 
-@pytest.mark.skipif(J.WIDE_VECTORS, reason="these tiles already run in this process")
+@pytest.mark.skipif(cpu.WIDE_VECTORS, reason="these tiles already run in this process")
 def test_512_bit_tiles_agree(tmp_path):
     """The 64-byte tiles (16 float32 lanes, 48-column panels) of the Sapphire/Emerald/
     Granite Rapids machines, compiled here too: LLVM splits their vectors for AVX2."""

@@ -19,9 +19,9 @@ import fastnet
 from fastnet import kernels
 from fastnet.activations import _BY_NAME as ACTIVATION_CLASSES_BY_NAME
 
-# (not `from fastnet.kernels import _numpy`: ruff's isort takes fastnet.kernels for a
+# (not `from fastnet.kernels import numpy`: ruff's isort takes fastnet.kernels for a
 # third-party module, since there is no fastnet/kernels folder in the repository)
-_numpy = importlib.import_module("fastnet.kernels._numpy")
+reference = importlib.import_module("fastnet.kernels.numpy")
 REPO = Path(__file__).resolve().parents[1]
 SCANNED = ("fastnet", "kernels", "tests", "benchmarks")
 
@@ -37,7 +37,7 @@ def run_python(args, cwd, timeout=180):
 def test_kernels_package_name():
     assert kernels.__name__ == "fastnet.kernels"
     assert fastnet.kernels is kernels
-    assert _numpy.__name__ == "fastnet.kernels._numpy"
+    assert reference.__name__ == "fastnet.kernels.numpy"
     assert Path(kernels.__file__).parent.name == "kernels"
 
 
@@ -63,13 +63,13 @@ def top_level_kernels_imports(source, filename="<src>"):
 
 @pytest.mark.parametrize(("source", "n_found"), [
     ("import kernels", 1),
-    ("import numpy, kernels._numpy as k", 1),
+    ("import numpy, kernels.numpy as k", 1),
     ("from kernels import ACTIVATIONS", 1),
-    ("from kernels._numpy import softmax", 1),
+    ("from kernels.numpy import softmax", 1),
     ("def f():\n    import kernels\n", 1),
-    ("import importlib\nimportlib.import_module('kernels._numba')", 1),
-    ("from fastnet.kernels import ACTIVATIONS\nimport fastnet.kernels\nfrom . import _numpy", 0),
-    ("from .kernels import x\nimport kernelsx\nimportlib.import_module(f'fastnet.kernels._{n}')", 0),
+    ("import importlib\nimportlib.import_module('kernels.numba')", 1),
+    ("from fastnet.kernels import ACTIVATIONS\nimport fastnet.kernels\nfrom . import numpy", 0),
+    ("from .kernels import x\nimport kernelsx\nimportlib.import_module(f'fastnet.kernels.{n}')", 0),
 ])
 def test_import_scanner_finds_what_it_should(source, n_found):
     assert len(top_level_kernels_imports(source)) == n_found
@@ -79,7 +79,7 @@ def test_no_module_imports_a_top_level_kernels_package():
     files = sorted(p for folder in SCANNED if (REPO / folder).is_dir()
                    for p in (REPO / folder).rglob("*.py"))
     assert len(files) >= 15, files  # the scan really covers the code base
-    assert REPO / "kernels" / "_numpy.py" in files
+    assert REPO / "kernels" / "numpy" / "dense.py" in files
     assert Path(__file__).resolve() in files
     bad = [f"{p.relative_to(REPO)}:{line}: {name}"
            for p in files for line, name in top_level_kernels_imports(p.read_text(), str(p))]
@@ -146,7 +146,7 @@ def test_activation_table_matches_the_classes():
         assert act.code == table.index(cls.name) == kernels.ACTIVATION_CODES[cls.name]
         assert type(fastnet.get_activation(cls.name)) is cls
         # the reference module's own constant for the code agrees with the table
-        assert getattr(_numpy, cls.name.upper()) == act.code
+        assert getattr(kernels, cls.name.upper()) == act.code
 
 
 def test_loss_table_matches_the_classes():
@@ -156,26 +156,25 @@ def test_loss_table_matches_the_classes():
     assert len(set(table)) == len(table)
     for cls in classes:
         assert cls().code == table.index(cls.name) == kernels.LOSS_CODES[cls.name]
-        assert getattr(_numpy, cls.name.upper()) == cls().code
+        assert getattr(kernels, cls.name.upper()) == cls().code
 
 
 def test_reference_kernels_cover_exactly_the_tables():
     a = np.linspace(-2, 2, 12).reshape(3, 4)
     for code in range(len(kernels.ACTIVATIONS)):
-        y = _numpy.activation_forward(code, 0.1, a, np.empty_like(a))
+        y = reference.activation_forward(code, 0.1, a, np.empty_like(a))
         assert y.shape == a.shape and np.isfinite(y).all()
     with pytest.raises(ValueError, match="unknown activation code 8"):
-        _numpy.activation_forward(len(kernels.ACTIVATIONS), 0.1, a, np.empty_like(a))
+        reference.activation_forward(len(kernels.ACTIVATIONS), 0.1, a, np.empty_like(a))
     t = np.eye(4)[[0, 1, 2]]
     for code in range(len(kernels.LOSSES)):
-        assert np.isfinite(_numpy.loss_value(code, a, t))
+        assert np.isfinite(reference.loss_value(code, a, t))
     with pytest.raises(ValueError, match="unknown loss code 3"):
-        _numpy.loss_value(len(kernels.LOSSES), a, t)
+        reference.loss_value(len(kernels.LOSSES), a, t)
 
 
 def test_every_public_reference_kernel_has_a_docstring():
-    functions = {name: f for name, f in inspect.getmembers(_numpy, inspect.isfunction)
-                 if f.__module__ == _numpy.__name__ and not name.startswith("_")}
+    functions = {name: getattr(reference, name) for name in reference.__all__}
     assert {"dense_forward", "dense_backward", "loss_value", "sgd_step", "adam_step"} <= set(functions)
     missing = sorted(name for name, f in functions.items() if len((inspect.getdoc(f) or "").strip()) < 20)
     assert not missing, f"kernels without a docstring: {missing}"

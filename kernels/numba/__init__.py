@@ -1,0 +1,44 @@
+"""The compiled kernels: the names and parameters of ``fastnet.kernels.numpy``
+(twin, module by module), compiled with numba.
+
+This package is the only part of fastnet that imports numba; ``fastnet.backend``
+imports it when the numba backend is first asked for.  Its public kernels are
+``__all__``, the reference's; ``cpu`` (vector width, decorators, the cache,
+calls by address), ``tiles`` (the register tile) and ``tuning`` (every measured
+threshold) are what only compiled code needs.
+
+No kernel starts threads of its own (no ``prange``): the only thread pool is
+BLAS's, so the two can never oversubscribe the cores.  Nothing is compiled at
+import: each kernel compiles, or loads from numba's on-disk cache, at its first
+call with a new signature (one per dtype: the callers cast or copy read-only and
+other differently-typed arrays first).
+"""
+
+from . import cpu, tiles, tuning  # noqa: F401 (the package's other modules, as attributes)
+from .activations import activation_derivative, activation_forward, activation_grad
+from .dense import dense_backward, dense_backward_sgd, dense_forward, input_grad
+from .fused import fused_plan, fused_sgd_step
+from .losses import check_and_one_hot, loss_grad, loss_value, softmax
+from .optimizers import adam_step, flush_subnormal, running_mean, sgd_step
+
+__all__ = [
+    "activation_derivative",
+    "activation_forward",
+    "activation_grad",
+    "adam_step",
+    "check_and_one_hot",
+    "dense_backward",
+    "dense_backward_sgd",
+    "dense_forward",
+    "flush_subnormal",
+    "fused_plan",
+    "fused_sgd_step",
+    "input_grad",
+    "loss_grad",
+    "loss_value",
+    "running_mean",
+    "sgd_step",
+    "softmax",
+]
+
+WIDE_VECTORS = cpu.WIDE_VECTORS

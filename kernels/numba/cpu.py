@@ -1,0 +1,262 @@
+"""How the compiled kernels are compiled, cached and call one another (no twin in
+``fastnet.kernels.numpy``: the reference needs none of it).
+
+* The vector width: ``WIDE_VECTORS`` and ``wide_vectors()``.
+* The decorators ``jit``, ``jit_fma`` and ``jit_dot``, whose on-disk cache is
+  keyed on the source of every kernel module (``SOURCE_DIGEST``).  numba
+  checks only the file that defines a function, but a compiled kernel holds
+  the code of the kernels it calls, which live in other files: without the
+  digest, an upgrade that changed ``activations.py`` alone would leave the
+  cached forward pass computing the old activations.
+* Calls by address (``Leaves``): a kernel that calls large kernels through
+  their compiled addresses, passed to it at run time, instead of linking their
+  code into its own (and arrays by address: ``data_address``, ``array_at``).
+  numba links the code of every compiled function a
+  kernel calls into the kernel's module and optimises and generates machine
+  code for all of it again, so a kernel that calls many large ones costs the
+  sum of their compile times once more (``fused_sgd_step``: 5.4 s of its own
+  on top of 24 s for its callees, cold, Zen 3).  Called by address, each is
+  compiled once, and the caller stays small.
+"""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+from numba import carray, njit, types
+from numba.core import cgutils
+from numba.core import config as numba_config
+from numba.core.caching import FunctionCache
+from numba.extending import intrinsic
+
+DISABLED = bool(numba_config.DISABLE_JIT)  # NUMBA_DISABLE_JIT: the kernels run as Python
+
+
+# -- vector width ---------------------------------------------------------------------
+# LLVM's models of Intel's AVX-512 server cores prefer 256-bit vectors (older
+# ones lower their clock for 512-bit code), so the loops would use ymm
+# registers.  On the cores listed here, where 512-bit code runs at full clock,
+# the kernels that call ``wide_vectors()`` ask LLVM for zmm instead: measured
+# 1.05-1.2x faster for the fused step (784-256-256-10 MLP, B = 1-16, Emerald
+# Rapids, side by side).  The choice depends only on the CPU name, which is in
+# numba's cache key, so a cached kernel never carries another CPU's choice.
+WIDE_VECTOR_CPUS = ("sapphirerapids", "emeraldrapids", "graniterapids", "graniterapids-d")
+
+
+def host_cpu_name():
+    """The CPU numba compiles for, chosen as numba chooses it."""
+    import llvmlite.binding as llvm
+
+    return llvm.get_host_cpu_name() if numba_config.CPU_NAME is None else numba_config.CPU_NAME
+
+
+WIDE_VECTORS = host_cpu_name() in WIDE_VECTOR_CPUS
+#: Bytes of the vectors the register tiles use.
+VEC_BYTES = 64 if WIDE_VECTORS else 32
+
+
+def lanes(itemsize):
+    """Elements of ``itemsize`` bytes in one vector of the register tiles."""
+    return VEC_BYTES // itemsize
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    def codegen(context, builder, signature, args):
+        if WIDE_VECTORS:
+            # llvmlite's FunctionAttributes only accepts the attributes it knows
+            # by name; LLVM's string attributes are added as the raw text it prints.
+            attrs = builder.function.attributes
+            if isinstance(attrs, set):  # else llvmlite changed: keep LLVM's choice
+                set.add(attrs, '"prefer-vector-width"="512"')
+                set.add(attrs, '"min-legal-vector-width"="512"')
+        return context.get_dummy_value()
+
+    return types.void(), codegen
+
+
+def _no_hint():
+    """Under NUMBA_DISABLE_JIT there is nothing to compile."""
+
+
+#: Call first in a kernel to let LLVM use 512-bit vectors there (when ``WIDE_VECTORS``).
+wide_vectors = _no_hint if DISABLED else _wide_vectors
+
+
+# -- decorators and their cache ---------------------------------------------------------
+def _source_digest():
+    here = Path(__file__).resolve().parent
+    files = sorted([*here.glob("*.py"), *(here.parent / "numpy").glob("*.py"), here.parent / "__init__.py"])
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+#: A hash of the source of every kernel module, in every cached kernel's key.
+SOURCE_DIGEST = _source_digest()
+
+
+class KernelCache(FunctionCache):
+    """numba's on-disk cache, with ``SOURCE_DIGEST`` in every entry's key."""
+
+    def _index_key(self, sig, codegen):
+        return (*super()._index_key(sig, codegen), SOURCE_DIGEST)
+
+
+class CacheUnavailable(ImportError):
+    """numba found no writable place for its cache of compiled kernels."""
+
+
+def cache_dir():
+    """The folder where numba caches the compiled kernels (None under NUMBA_DISABLE_JIT)."""
+    return None if DISABLED else KernelCache(cache_dir)._cache_path
+
+
+def _decorator(**base):
+    def jit(func=None, **options):
+        if func is None:  # @jit(inline="always") and the like
+            return lambda f: jit(f, **options)
+        kernel = njit(nogil=True, error_model="numpy", **base, **options)(func)
+        if not DISABLED:
+            try:
+                kernel._cache = KernelCache(kernel.py_func)
+            except RuntimeError as exc:  # numba: "no locator available"
+                raise CacheUnavailable(
+                    f"numba has nowhere to cache compiled kernels ({exc}); set NUMBA_CACHE_DIR "
+                    "to a writable folder, or make the package's folder or the user cache "
+                    "folder writable") from None
+        return kernel
+
+    return jit
+
+
+# error_model="numpy": a float division by zero gives inf or NaN, as in NumPy,
+# instead of numba's check and exception at every division.
+#: Compiled, cached, without the GIL.
+jit = _decorator()
+#: ``jit`` where multiply-adds may contract into FMAs (a few ulp, within the
+#: agreement tolerances; NaN and inf semantics unchanged).
+jit_fma = _decorator(fastmath={"contract"})
+#: ``jit_fma`` where sums may also reassociate (several accumulators, vectorised).
+jit_dot = _decorator(fastmath={"contract", "reassoc"})
+
+
+# -- calls by address ---------------------------------------------------------------------
+def _address(kernel, sig):
+    """The address of ``kernel`` compiled for ``sig`` (compiled now or loaded from the cache)."""
+    cres = kernel.get_compile_result(sig)
+    return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+
+
+class Leaves:
+    """Kernels that another kernel calls through their compiled addresses.
+
+    Each entry is ``(kernels, signature)``: one compiled kernel, or a tuple of
+    them indexed by a code (one per activation or loss), and
+    ``signature(dtype)``, the numba signature they are called with for arrays
+    of ``dtype``.  In the calling kernel, ``call(fns, entry, code, args)`` calls
+    entry ``entry`` (an integer constant), kernel ``code`` (0 for a single
+    kernel), with the tuple ``args``; ``fns = table(dtype)`` is passed to the
+    calling kernel at run time.  A kernel's address is 0 until ``need`` has
+    compiled it (or loaded it from the cache): the caller of the calling kernel
+    makes sure every kernel it will reach is there, so only what is used is
+    compiled.  ``call`` refuses, when it is compiled, arguments whose types are
+    not exactly the entry's signature for their dtype (constants aside: they are
+    cast to it): the address would be of code compiled for other types.
+    """
+
+    def __init__(self, *entries):
+        self.entries = [(kernels if isinstance(kernels, tuple) else (kernels,), signature)
+                        for kernels, signature in entries]
+        self.offsets = np.cumsum([0] + [len(k) for k, _ in self.entries]).tolist()
+        self._tables = {}
+        self.call = self._python_call if DISABLED else self._intrinsic()
+
+    def table(self, dtype):
+        """The int64 array of addresses for ``dtype`` (0 where not compiled yet)."""
+        dtype = np.dtype(dtype)
+        if dtype not in self._tables:
+            self._tables[dtype] = np.zeros(self.offsets[-1], np.int64)
+        return self._tables[dtype]
+
+    def need(self, dtype, entry, code=0):
+        """Compile (or load from the cache) kernel ``code`` of ``entry`` for ``dtype``."""
+        fns, slot = self.table(dtype), self.offsets[entry] + code
+        if fns[slot] == 0 and not DISABLED:
+            kernels, signature = self.entries[entry]
+            nb = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+            fns[slot] = _address(kernels[code], signature(nb))
+        elif DISABLED:
+            fns[slot] = 1
+
+    def _python_call(self, fns, entry, code, args):
+        return self.entries[entry][0][code](*args)
+
+    def _intrinsic(self):
+        entries, offsets = self.entries, self.offsets
+
+        @intrinsic(prefer_literal=True)
+        def call(typingctx, fns, entry, code, args):
+            if not isinstance(entry, types.IntegerLiteral) or not isinstance(args, types.BaseTuple):
+                return None
+            n = entry.literal_value
+            kernels, signature = entries[n]
+            arrays = [t for t in args.types if isinstance(t, types.Array)]
+            want = signature(arrays[0].dtype) if arrays else None
+            if want is None or tuple(map(types.unliteral, args.types)) != tuple(want.args):
+                raise TypeError(f"leaf {n} ({kernels[0].__name__}) takes {want}, got {args}")
+
+            def codegen(context, builder, sig, llargs):
+                fns_ = context.make_array(fns)(context, builder, value=llargs[0])
+                index = builder.add(context.cast(builder, llargs[2], code, types.intp),
+                                    context.get_constant(types.intp, offsets[n]))
+                fnty = context.call_conv.get_function_type(want.return_type, want.args)
+                fnptr = builder.inttoptr(builder.load(builder.gep(fns_.data, [index])), fnty.as_pointer())
+                values = [context.cast(builder, v, t, u) for v, t, u in zip(
+                    cgutils.unpack_tuple(builder, llargs[3], len(want.args)), args.types, want.args,
+                    strict=True)]
+                status, result = context.call_conv.call_function(
+                    builder, fnptr, want.return_type, want.args, values)
+                with cgutils.if_unlikely(builder, status.is_error):
+                    context.call_conv.return_status_propagate(builder, status)
+                return result
+
+            return want.return_type(fns, entry, code, args), codegen
+
+        return call
+
+
+@intrinsic
+def _pointer(typingctx, address, like):
+    ptr = types.CPointer(like.dtype)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(ptr))
+
+    return ptr(address, like), codegen
+
+
+def data_address(a):
+    """The address of ``a``'s first element, for ``array_at`` (the caller holds ``a``)."""
+    address = a.__array_interface__["data"][0]
+    if DISABLED:
+        _BY_ADDRESS[address] = a
+    return address
+
+
+if DISABLED:
+    import weakref
+
+    _BY_ADDRESS = weakref.WeakValueDictionary()  # the arrays data_address has seen
+
+    def array_at(address, n_rows, n_cols, like):
+        """The first n_rows x n_cols elements of the array at ``address``, as Python:
+        the array ``data_address`` saw there (no raw memory is read)."""
+        return _BY_ADDRESS[address].reshape(-1)[:n_rows * n_cols].reshape(n_rows, n_cols)
+else:
+    @jit(inline="always")
+    def array_at(address, n_rows, n_cols, like):
+        """The (n_rows, n_cols) C-contiguous array of like's dtype at ``address``
+        (an integer from ``data_address``)."""
+        return carray(_pointer(address, like), (n_rows, n_cols))

@@ -1,0 +1,348 @@
+"""The whole SGD training step of a stack of dense layers in one compiled call
+(twin: ``fastnet.kernels.numpy.fused``).
+
+The step is a composition of separately compiled kernels, called by address
+(``cpu.Leaves``): the forward pass and the input gradient of ``dense``, the
+activation gradient of ``activations``, the loss of ``losses``, and the
+updates below, which apply SGD to w straight from ``x.T @ g`` without writing
+``dw``.  The layers reach it as a table of addresses and widths
+(``fused_plan``), not as tuples of arrays: numba compiles a function again for
+every length of a tuple argument, so a network of a new depth would have cost
+a new compile (3.3 s on Emerald Rapids), and typing the tuples cost 2.6-3.4 us
+of every call.  One signature per dtype serves every depth.
+"""
+
+import math
+
+import numpy as np
+from numba import types
+
+from .activations import BACKWARD, FORWARD
+from .cpu import Leaves, array_at, data_address, jit, jit_fma, wide_vectors
+from .dense import copy_row, forward_rows, forward_tiles, input_grad_small, padded_size, update_tiled
+from .losses import LOSS_GRAD, LOSS_VALUE
+from .optimizers import momentum_rule, tiny
+from .tuning import UPDATE_TILES_MIN_BATCH
+
+__all__ = ["fused_plan", "fused_sgd_step"]
+
+
+# -- the updates, without materialising dw -------------------------------------------------------
+# One row of w at a time: each row's gradient is summed four samples per sweep;
+# the last sweep, over the last 1-4 samples (padded with zeros, which add exactly
+# nothing), applies the update as it sums, so B <= 4 takes one sweep over a row
+# of w (measured 1.2-1.6x faster than the sum-then-update loops it replaced, at
+# 784 x 256 and B = 1-16, Zen 3).  Plain SGD of ``UPDATE_TILES_MIN_BATCH`` rows
+# and more goes to ``dense.update_tiled`` instead.  ``scratch`` (1-D, w's dtype)
+# holds the last sweep's rows of g and a row of partial sums: 5 n elements.
+@jit(inline="always")
+def _last_sweep(x, g, w, scratch):
+    """The samples before the last sweep (``last``), how many the last sweep has
+    (1-4), a row of scratch, and the last sweep's rows of g zero-padded to four."""
+    B, n = x.shape[0], w.shape[1]
+    last = (B - 1) // 4 * 4
+    gl = scratch[:4 * n].reshape((4, n))
+    for r in range(4):
+        row = gl[r]
+        if last + r < B:
+            copy_row(g[last + r], row)
+        else:
+            for j in range(n):
+                row[j] = 0
+    return last, B - last, scratch[4 * n:5 * n], gl[0], gl[1], gl[2], gl[3]
+
+
+@jit(inline="always")
+def _last_x(x, i, last, m, inv, zero):
+    """x[last:last + 4, i] * inv, zeros past the m samples that exist."""
+    x1 = x[last + 1, i] * inv if m > 1 else zero
+    x2 = x[last + 2, i] * inv if m > 2 else zero
+    x3 = x[last + 3, i] * inv if m > 3 else zero
+    return x[last, i] * inv, x1, x2, x3
+
+
+@jit_fma
+def _row_grad_head(x, g, i, last, inv, d):
+    """d = the gradient of row i of w summed over the samples before ``last``,
+    four at a time; the first group assigns instead of zeroing d first (measured
+    1.1-1.4x faster for the whole update at B = 5-16)."""
+    for r in range(0, last, 4):
+        h0, h1, h2, h3 = g[r], g[r + 1], g[r + 2], g[r + 3]
+        y0, y1, y2, y3 = x[r, i] * inv, x[r + 1, i] * inv, x[r + 2, i] * inv, x[r + 3, i] * inv
+        if r == 0:
+            for j in range(d.size):
+                d[j] = y0 * h0[j] + y1 * h1[j] + y2 * h2[j] + y3 * h3[j]
+        else:
+            for j in range(d.size):
+                d[j] += y0 * h0[j] + y1 * h1[j] + y2 * h2[j] + y3 * h3[j]
+
+
+@jit_fma
+def update_rows_plain(x, g, w, lr, wd, scratch):
+    """w -= lr (x.T @ g / B + wd w), one row of w at a time (scalars in w's dtype)."""
+    wide_vectors()
+    T = w.dtype.type
+    inv, zero = T(1) / T(x.shape[0]), T(0)
+    last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
+    for i in range(w.shape[0]):
+        wi = w[i]
+        x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
+        if x.shape[0] == 1:  # one sample: one multiply-add per element, not four
+            for j in range(wi.size):
+                wi[j] -= lr * (wd * wi[j] + x0 * g0[j])
+        elif last == 0:
+            for j in range(wi.size):
+                wi[j] -= lr * (wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
+        else:
+            _row_grad_head(x, g, i, last, inv, d)
+            for j in range(wi.size):
+                wi[j] -= lr * (d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
+
+
+@jit_fma
+def update_rows_momentum(x, g, w, v, lr, mu, wd, nesterov, scratch):
+    """SGD with momentum (``sgd_step``'s rule) of w for dw = x.T @ g / B, one row
+    of w and of its velocity v at a time (scalars in w's dtype)."""
+    wide_vectors()
+    T = w.dtype.type
+    inv, zero, small = T(1) / T(x.shape[0]), T(0), tiny(w)
+    last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
+    for i in range(w.shape[0]):
+        wi, vr = w[i], v[i]
+        x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
+        if x.shape[0] == 1:
+            for j in range(wi.size):
+                momentum_rule(wi, vr, j, wd * wi[j] + x0 * g0[j], lr, mu, nesterov, small, zero)
+        elif last == 0:
+            for j in range(wi.size):
+                momentum_rule(wi, vr, j, wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
+                              lr, mu, nesterov, small, zero)
+        else:
+            _row_grad_head(x, g, i, last, inv, d)
+            for j in range(wi.size):
+                momentum_rule(wi, vr, j,
+                              d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
+                              lr, mu, nesterov, small, zero)
+
+
+@jit_fma
+def _bias_grad(g, d):
+    """d = the column mean of g."""
+    inv = g.dtype.type(1) / g.dtype.type(g.shape[0])
+    for j in range(d.size):
+        d[j] = 0
+    for r in range(g.shape[0]):
+        for j in range(d.size):
+            d[j] += g[r, j] * inv
+
+
+@jit_fma
+def update_bias_plain(g, b, lr, wd, scratch):
+    """b -= lr (db + wd b), db = the column mean of g (scratch: b's size at least)."""
+    d = scratch[:b.shape[1]]
+    _bias_grad(g, d)
+    bias = b[0]
+    for j in range(d.size):
+        bias[j] -= lr * (d[j] + wd * bias[j])
+
+
+@jit_fma
+def update_bias_momentum(g, b, v, lr, mu, wd, nesterov, scratch):
+    """SGD with momentum of b and its velocity v for db = the column mean of g."""
+    d = scratch[:b.shape[1]]
+    _bias_grad(g, d)
+    bias, vb, zero = b[0], v[0], b.dtype.type(0)
+    small = tiny(b)
+    for j in range(d.size):
+        momentum_rule(bias, vb, j, d[j] + wd * bias[j], lr, mu, nesterov, small, zero)
+
+
+# -- the step ----------------------------------------------------------------------------------------
+def _m(dt):
+    return types.Array(dt, 2, "C")
+
+
+def _v(dt):
+    return types.Array(dt, 1, "C")
+
+
+LEAVES = Leaves(
+    (forward_tiles, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
+    (forward_rows, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
+    (FORWARD, lambda dt: types.none(_m(dt), dt, _m(dt), _m(dt), types.boolean)),
+    (LOSS_VALUE, lambda dt: dt(_m(dt), _m(dt))),
+    (LOSS_GRAD, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt))),
+    (BACKWARD, lambda dt: types.none(dt, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
+    (input_grad_small, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
+    (update_tiled, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
+    (update_rows_plain, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, _v(dt))),
+    (update_rows_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean,
+                                                 _v(dt))),
+    (update_bias_plain, lambda dt: types.none(_m(dt), _m(dt), dt, dt, _v(dt))),
+    (update_bias_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean, _v(dt))),
+)
+(FORWARD_TILES, FORWARD_ROWS, ACTIVATION, LOSS, LOSS_GRADIENT, ACTIVATION_GRADIENT, INPUT_GRAD,
+ UPDATE_TILED, UPDATE_PLAIN, UPDATE_MOMENTUM, UPDATE_BIAS_PLAIN, UPDATE_BIAS_MOMENTUM) = \
+    range(len(LEAVES.entries))
+_call = LEAVES.call
+# The columns of a plan's table, one row per layer: the addresses of w, b, their
+# velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs
+# and activation code.
+W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND = range(10)
+_ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
+
+
+@jit
+def _fused_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, momentum, weight_decay,
+                nesterov):
+    T = x.dtype.type
+    lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
+    n_layers, batch = table.shape[0], x.shape[0]
+    n4 = batch // 4 * 4
+    y = x
+    for i in range(n_layers):
+        n_in, n_out = table[i, N_IN], table[i, N_OUT]
+        x_i, w, b = y, array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
+        a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
+        if n4 > 0:
+            _call(fns, FORWARD_TILES, 0, (x_i, w, b, a))
+        if n4 < batch:
+            _call(fns, FORWARD_ROWS, 0, (x_i, w, b, a))
+        _call(fns, ACTIVATION, table[i, KIND], (b, T(alphas[i]), a, y, False))
+    loss = _call(fns, LOSS, loss_kind, (y, t))
+    if not math.isfinite(loss):
+        return loss
+    g = array_at(table[n_layers - 1, G], batch, table[n_layers - 1, N_OUT], x)
+    _call(fns, LOSS_GRADIENT, loss_kind, (y, t, g))
+    for i in range(n_layers - 1, -1, -1):
+        n_in, n_out = table[i, N_IN], table[i, N_OUT]
+        w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
+        a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
+        x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
+        _call(fns, ACTIVATION_GRADIENT, table[i, KIND], (T(alphas[i]), a, y, g, g, b, False))
+        g_in = g
+        if i > 0:  # the input gradient, with the weights before their update
+            g_in = array_at(table[i - 1, G], batch, n_in, x)
+            _call(fns, INPUT_GRAD, 0, (g, w, g_in))
+        if update == UPDATE_MOMENTUM:
+            vw, vb = array_at(table[i, VW], n_in, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
+            _call(fns, UPDATE_MOMENTUM, 0, (x_i, g, w, vw, lr_, mu, wd, nesterov, scratch))
+            _call(fns, UPDATE_BIAS_MOMENTUM, 0, (g, b, vb, lr_, mu, wd, nesterov, scratch))
+        else:
+            if update == UPDATE_TILED:
+                _call(fns, UPDATE_TILED, 0, (x_i, g, w, lr_, scratch))
+            else:
+                _call(fns, UPDATE_PLAIN, 0, (x_i, g, w, lr_, wd, scratch))
+            _call(fns, UPDATE_BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
+        g = g_in
+    return loss
+
+
+class FusedPlan:
+    """What ``fused_sgd_step`` works on: the layers' arrays as a table of
+    addresses and widths, the arrays themselves (held, so that the addresses
+    stay valid), scratch space, the shapes of x and t it takes, and which
+    (loss, update) kernels are compiled for it."""
+
+    __slots__ = ("arrays", "table", "alphas", "scratch", "fns", "dtype", "x_shape", "t_shape",
+                 "velocities", "ready")
+
+
+def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
+    """Same contract as ``fastnet.kernels.numpy.fused_plan``.
+
+    The compiled step reads the arrays through their addresses, trusting their
+    shapes, so the plan checks what it relies on, once: every array C-contiguous
+    and writeable, of one float dtype, each layer's shapes chained to the
+    next, every workspace of one batch size, the velocities empty or of their
+    parameter's shape.  A ValueError says what did not hold.  The kernels the
+    step will call for these layers are compiled here (or loaded from the cache).
+    """
+    layers = list(zip(ws, bs, vws, vbs, as_, ys, gs, kinds, alphas, strict=True))
+    if not layers:
+        raise ValueError("a fused plan needs at least one layer")
+    dtype, batch = np.asarray(ws[0]).dtype, np.shape(as_[0])[0]
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"the fused step computes in float32 or float64, got {dtype}")
+    table = np.zeros((len(layers), KIND + 1), np.int64)
+    velocities, need = [], 0
+    for i, (w, b, vw, vb, a, y, g, kind, _) in enumerate(layers):
+        n_in, n_out = w.shape if isinstance(w, np.ndarray) and w.ndim == 2 else (-1, -1)
+        if i > 0 and n_in != table[i - 1, N_OUT]:
+            raise ValueError(f"layer {i} has {n_in} inputs but layer {i - 1} has "
+                             f"{table[i - 1, N_OUT]} outputs")
+        want = {"w": (w, (n_in, n_out)), "b": (b, (1, n_out)), "a": (a, (batch, n_out)),
+                "y": (y, (batch, n_out)), "g": (g, (batch, n_out))}
+        has_v = np.size(vw) > 0 or np.size(vb) > 0
+        if has_v:
+            want.update(vw=(vw, (n_in, n_out)), vb=(vb, (1, n_out)))
+        velocities.append(has_v)
+        for name, (arr, shape) in want.items():
+            _check_array(arr, shape, dtype, f"layer {i}'s {name}")
+        if not 0 <= kind < len(LEAVES.entries[ACTIVATION][0]):
+            raise ValueError(f"layer {i}'s activation code must index fastnet.kernels.ACTIVATIONS, "
+                             f"got {kind}")
+        table[i] = [data_address(w), data_address(b), data_address(vw), data_address(vb),
+                    data_address(a), data_address(y), data_address(g), n_in, n_out, int(kind)]
+        need = max(need, 5 * n_out, padded_size(batch, n_in, n_out, dtype.itemsize))
+    plan = FusedPlan()
+    plan.arrays = tuple(layers)
+    plan.table, plan.alphas = table, np.array([float(a) for a in alphas], np.float64)
+    reuse = (isinstance(scratch, np.ndarray) and scratch.ndim == 1 and scratch.dtype == dtype
+             and scratch.size >= need and scratch.flags.c_contiguous and scratch.flags.writeable)
+    plan.scratch = scratch if reuse else _aligned_empty(need, dtype)
+    plan.fns, plan.dtype = LEAVES.table(dtype), dtype
+    plan.x_shape, plan.t_shape = (batch, int(table[0, N_IN])), (batch, int(table[-1, N_OUT]))
+    plan.velocities, plan.ready = all(velocities), set()
+    for entry in (FORWARD_TILES,) * (batch >= 4) + (FORWARD_ROWS,) * (batch % 4 > 0) + (INPUT_GRAD,):
+        LEAVES.need(dtype, entry)
+    for kind in set(int(k) for k in kinds):
+        LEAVES.need(dtype, ACTIVATION, kind)
+        LEAVES.need(dtype, ACTIVATION_GRADIENT, kind)
+    return plan
+
+
+def _aligned_empty(n, dtype):
+    """n elements of dtype starting on a 64-byte boundary (as the layers' arrays do)."""
+    buf = np.empty(n + 64 // dtype.itemsize, dtype)
+    start = (-buf.__array_interface__["data"][0] % 64) // dtype.itemsize
+    return buf[start:start + n]
+
+
+def _check_array(arr, shape, dtype, name):
+    if (isinstance(arr, np.ndarray) and arr.shape == shape and arr.dtype == dtype
+            and arr.flags.c_contiguous and arr.flags.writeable):
+        return
+    got = repr(arr)
+    if isinstance(arr, np.ndarray):
+        got = (f"{'a read-only' if not arr.flags.writeable else 'an'} "
+               f"{'' if arr.flags.c_contiguous else 'non-contiguous '}array of dtype {arr.dtype} "
+               f"and shape {arr.shape}")
+    raise ValueError(f"{name} must be a writeable C-contiguous {dtype} array of shape {shape}, got {got}")
+
+
+def _update_kernel(batch, momentum, weight_decay):
+    """Which update the step takes."""
+    if momentum != 0:
+        return UPDATE_MOMENTUM
+    return UPDATE_TILED if batch >= UPDATE_TILES_MIN_BATCH and weight_decay == 0 else UPDATE_PLAIN
+
+
+def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
+    """Same contract as ``fastnet.kernels.numpy.fused_sgd_step``, in one compiled call."""
+    if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
+        raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
+                         f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
+    update = _update_kernel(x.shape[0], momentum, weight_decay)
+    if (loss_kind, update) not in plan.ready:
+        if update == UPDATE_MOMENTUM and not plan.velocities:
+            raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
+        if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
+            raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
+        LEAVES.need(plan.dtype, LOSS, loss_kind)
+        LEAVES.need(plan.dtype, LOSS_GRADIENT, loss_kind)
+        LEAVES.need(plan.dtype, update)
+        LEAVES.need(plan.dtype, UPDATE_BIAS_MOMENTUM if update == UPDATE_MOMENTUM else UPDATE_BIAS_PLAIN)
+        plan.ready.add((loss_kind, update))
+    return _fused_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, loss_kind, update, lr,
+                       momentum, weight_decay, nesterov)

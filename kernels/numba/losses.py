@@ -1,0 +1,135 @@
+"""Losses and the targets they take, compiled (twin: ``fastnet.kernels.numpy.losses``).
+
+The loss is accumulated in float64 and returned as the arrays' dtype.  Like the
+activations, each loss kernel is compiled once per loss code, with the code as
+a constant, so only the losses in use are compiled.
+"""
+
+import math
+
+import numpy as np
+
+from fastnet.kernels import LOSSES, MSE, SOFTMAX_XENT
+
+from .activations import sigmoid
+from .cpu import jit, jit_dot
+
+__all__ = ["check_and_one_hot", "loss_grad", "loss_value", "softmax"]
+
+
+@jit_dot
+def check_and_one_hot(x, labels, t):
+    """Same contract as ``fastnet.kernels.numpy.check_and_one_hot``, in one compiled pass."""
+    xf = x.reshape(-1)
+    inf = x.dtype.type(np.inf)
+    finite = 0
+    for i in range(xf.size):  # a count of comparisons vectorises, and warns of nothing as Python
+        finite += abs(xf[i]) < inf  # False for NaN and for +-inf
+    if finite != xf.size:
+        return False
+    n_classes = t.shape[1]
+    for r in range(labels.size):
+        if labels[r] < 0 or labels[r] >= n_classes:
+            return False
+    zero, one = t.dtype.type(0), t.dtype.type(1)
+    for r in range(labels.size):
+        row = t[r]
+        for j in range(n_classes):
+            row[j] = zero
+        row[labels[r]] = one
+    return True
+
+
+@jit
+def softmax(z, out):
+    """Same contract as ``fastnet.kernels.numpy.softmax``."""
+    n_rows, c = z.shape
+    for r in range(n_rows):
+        m = z[r, 0]
+        for j in range(1, c):
+            m = m if m >= z[r, j] else z[r, j]
+        s = z.dtype.type(0)
+        for j in range(c):
+            e = math.exp(z[r, j] - m)
+            out[r, j] = e
+            s += e
+        for j in range(c):
+            out[r, j] /= s
+    return out
+
+
+def _make_loss_value(kind):
+    @jit_dot
+    def value(z, t):
+        """The mean loss (accumulated in float64, in any order) as z's dtype."""
+        n_rows, c = z.shape
+        total = 0.0
+        if kind == SOFTMAX_XENT:
+            for r in range(n_rows):
+                m = z[r, 0]
+                for j in range(1, c):
+                    m = m if m >= z[r, j] else z[r, j]
+                s = 0.0
+                dot = 0.0
+                for j in range(c):
+                    s += math.exp(float(z[r, j] - m))
+                    dot += float(z[r, j]) * float(t[r, j])
+                total += float(m) + math.log(s) - dot
+        elif kind == MSE:
+            for r in range(n_rows):
+                for j in range(c):
+                    d = float(z[r, j]) - float(t[r, j])
+                    total += d * d
+            total /= c
+        else:
+            for r in range(n_rows):
+                for j in range(c):
+                    v = float(z[r, j])
+                    total += (v if v > 0.0 else 0.0) + math.log1p(math.exp(-abs(v))) - float(t[r, j]) * v
+            total /= c
+        return z.dtype.type(total / n_rows)
+
+    return value
+
+
+def _make_loss_grad(kind):
+    @jit
+    def grad(z, t, out):
+        """The per-sample gradient into out; returns out."""
+        n_rows, c = z.shape
+        if kind == SOFTMAX_XENT:
+            softmax(z, out)
+            for r in range(n_rows):
+                for j in range(c):
+                    out[r, j] -= t[r, j]
+            return out
+        cc = z.dtype.type(c)
+        if kind == MSE:
+            scale = z.dtype.type(2) / cc
+            for r in range(n_rows):
+                for j in range(c):
+                    out[r, j] = scale * (z[r, j] - t[r, j])
+        else:
+            one = z.dtype.type(1)
+            for r in range(n_rows):
+                for j in range(c):
+                    out[r, j] = (sigmoid(z[r, j], one) - t[r, j]) / cc
+        return out
+
+    return grad
+
+
+#: Per loss code: ``LOSS_VALUE[kind](z, t)`` and ``LOSS_GRAD[kind](z, t, out)``,
+#: each compiled with the code as a constant (the other losses' code is dropped).
+LOSS_VALUE = tuple(_make_loss_value(kind) for kind in range(len(LOSSES)))
+LOSS_GRAD = tuple(_make_loss_grad(kind) for kind in range(len(LOSSES)))
+
+
+def loss_value(kind, z, t):
+    """Same contract as ``fastnet.kernels.numpy.loss_value``."""
+    return LOSS_VALUE[kind](z, t)
+
+
+def loss_grad(kind, z, t, out):
+    """Same contract as ``fastnet.kernels.numpy.loss_grad``."""
+    return LOSS_GRAD[kind](z, t, out)

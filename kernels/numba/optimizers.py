@@ -1,0 +1,101 @@
+"""Optimizer updates, compiled (twin: ``fastnet.kernels.numpy.optimizers``).
+
+Scalars are cast to the arrays' dtype inside the kernels, so float32 stays
+float32.  ``sgd_row`` and ``momentum_rule`` are the SGD rule on one row,
+shared with the fused step's updates (``fused``); their multiply-adds may
+contract into FMAs (a rounding less, within the agreement tolerances).
+"""
+
+import math
+
+import numpy as np
+
+from .cpu import jit, jit_fma
+
+__all__ = ["adam_step", "flush_subnormal", "running_mean", "sgd_step"]
+
+_TINY32 = float(np.finfo(np.float32).tiny)
+_TINY64 = float(np.finfo(np.float64).tiny)
+
+
+@jit
+def tiny(a):
+    """The smallest normal number of a's dtype (float32 or float64)."""
+    return a.dtype.type(_TINY32) if a.itemsize == 4 else a.dtype.type(_TINY64)
+
+
+@jit
+def flush_subnormal(a):
+    """Same contract as ``fastnet.kernels.numpy.flush_subnormal``."""
+    small, zero = tiny(a), a.dtype.type(0)
+    af = a.reshape(-1)
+    for i in range(af.size):
+        if abs(af[i]) < small:  # False for NaN: NaN stays
+            af[i] = zero
+    return a
+
+
+@jit_fma
+def momentum_rule(wi, vr, j, dj, lr, mu, nesterov, small, zero):
+    """The SGD momentum rule for element j of a row, given its gradient dj (weight
+    decay included): the velocity, flushed to zero when subnormal, then the step."""
+    vj = mu * vr[j] + dj
+    if abs(vj) < small:  # flush_subnormal, fused
+        vj = zero
+    vr[j] = vj
+    wi[j] -= lr * (dj + mu * vj if nesterov else vj)
+
+
+@jit_fma
+def sgd_row(p, g, v, lr, mu, wd, nesterov, small):
+    """The SGD rule of ``sgd_step`` on 1-D arrays of one dtype, scalars already
+    in that dtype; v is read and written only when mu is not 0."""
+    if mu == 0:
+        for i in range(p.size):
+            p[i] -= lr * (g[i] + wd * p[i])
+        return
+    zero = p.dtype.type(0)
+    for i in range(p.size):
+        momentum_rule(p, v, i, g[i] + wd * p[i], lr, mu, nesterov, small, zero)
+
+
+@jit
+def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
+    """Same contract as ``fastnet.kernels.numpy.sgd_step``."""
+    T = p.dtype.type
+    sgd_row(p.reshape(-1), g.reshape(-1), v.reshape(-1), T(lr), T(momentum), T(weight_decay),
+            nesterov, tiny(p))
+    return p
+
+
+@jit
+def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
+    """Same contract as ``fastnet.kernels.numpy.adam_step``."""
+    T = p.dtype.type
+    b1, b2, eps_, wd, lr_ = T(beta1), T(beta2), T(eps), T(weight_decay), T(lr)
+    one, zero, small = T(1), T(0), tiny(p)
+    c1 = T(1 - beta1**t)  # bias corrections, as the reference divides by them
+    c2 = T(1 - beta2**t)
+    pf, gf, mf, vf = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
+    for i in range(pf.size):
+        d = gf[i] + wd * pf[i]
+        mi = b1 * mf[i] + (one - b1) * d
+        vi = b2 * vf[i] + (one - b2) * d * d
+        if abs(mi) < small:
+            mi = zero
+        if abs(vi) < small:
+            vi = zero
+        mf[i] = mi
+        vf[i] = vi
+        pf[i] -= lr_ * (mi / c1) / (math.sqrt(vi / c2) + eps_)
+    return p
+
+
+@jit
+def running_mean(acc, g, frac):
+    """Same contract as ``fastnet.kernels.numpy.running_mean``."""
+    fr = acc.dtype.type(frac)
+    af, gf = acc.reshape(-1), g.reshape(-1)
+    for i in range(af.size):
+        af[i] += fr * (gf[i] - af[i])
+    return acc

@@ -1,0 +1,45 @@
+"""The reference kernels: plain NumPy, complete and obviously correct.
+
+Every compiled kernel of fastnet is checked against these functions; the
+compiled package ``fastnet.kernels.numba`` has the same modules, and the same
+public names (``__all__``) with the same parameters.  The contract they all
+follow:
+
+* positional arguments only; arrays are C-contiguous and share one float dtype
+  (float32 or float64) per call; scalars are Python numbers;
+* results are written into arrays passed in (``out`` buffers owned by the
+  caller) and those arrays are returned;
+* no validation: the caller (``fastnet``) has checked shapes, dtypes and
+  values before the call;
+* activations and losses are selected by the integer ``kind`` codes of
+  ``fastnet.kernels.ACTIVATIONS`` and ``fastnet.kernels.LOSSES``.
+
+Shapes: ``B`` is the batch size, ``n_in`` the number of inputs of a layer,
+``n_out`` its number of neurons, ``C`` the number of outputs of a network.
+"""
+
+from .activations import activation_derivative, activation_forward, activation_grad
+from .dense import dense_backward, dense_backward_sgd, dense_forward, input_grad
+from .fused import fused_plan, fused_sgd_step
+from .losses import check_and_one_hot, loss_grad, loss_value, softmax
+from .optimizers import adam_step, flush_subnormal, running_mean, sgd_step
+
+__all__ = [
+    "activation_derivative",
+    "activation_forward",
+    "activation_grad",
+    "adam_step",
+    "check_and_one_hot",
+    "dense_backward",
+    "dense_backward_sgd",
+    "dense_forward",
+    "flush_subnormal",
+    "fused_plan",
+    "fused_sgd_step",
+    "input_grad",
+    "loss_grad",
+    "loss_value",
+    "running_mean",
+    "sgd_step",
+    "softmax",
+]
