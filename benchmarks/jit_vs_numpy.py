@@ -1,7 +1,7 @@
 """JIT path against the NumPy reference and against bare BLAS, side by side.
 
     python benchmarks/jit_vs_numpy.py [--quick] [--cases 512,1024,mlp] [--batches 8,16]
-                                      [--repeats 9] [--out results.json]
+                                      [--repeats 9] [--out results.json] [--baseline REV]
 
 For each shape and batch size, in one process, alternating, medians after
 warm-up (``fastnet._timing.compare``):
@@ -12,7 +12,9 @@ warm-up (``fastnet._timing.compare``):
   (x @ w, x.T @ dz, dz @ w.T per layer; the MLP's first layer has no dz @ w.T).
 
 Printed ratios: ``roofline = blas / numba`` (1.0 is the GEMM limit at large
-batch) and ``speedup = numpy / numba``.
+batch) and ``speedup = numpy / numba``; with ``--baseline REV``, ``base/new``:
+the numba path as of that commit (``baseline.py``), timed in the same rounds,
+over this tree's.
 """
 
 import argparse
@@ -27,8 +29,8 @@ from fastnet.info import environment
 BATCHES = [2**k for k in range(13)]  # 1 ... 4096
 
 
-def layer_case(n_in, n_out, batch, backend, rng):
-    layer = fn.DenseLayer("relu", n_in, neurons_num=n_out, rng=0, backend=backend)
+def layer_case(n_in, n_out, batch, backend, rng, lib=fn):
+    layer = lib.DenseLayer("relu", n_in, neurons_num=n_out, rng=0, backend=backend)
     x = rng.normal(size=(batch, n_in)).astype(np.float32)
     dy = rng.normal(size=(batch, n_out)).astype(np.float32)
 
@@ -61,11 +63,11 @@ def blas_case(sizes, batch, rng, first_dx=True):
     return step
 
 
-def mlp_case(sizes, batch, backend, rng):
-    layers = [fn.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
-    layers += [fn.DenseLayer("relu", neurons_num=n, rng=i) for i, n in enumerate(sizes[2:-1])]
-    layers.append(fn.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
-    net = fn.NeuralNetwork(layers, fn.SoftmaxCrossEntropy(), fn.SGD(1e-4), backend=backend)
+def mlp_case(sizes, batch, backend, rng, lib=fn):
+    layers = [lib.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
+    layers += [lib.DenseLayer("relu", neurons_num=n, rng=i) for i, n in enumerate(sizes[2:-1])]
+    layers.append(lib.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
+    net = lib.NeuralNetwork(layers, lib.SoftmaxCrossEntropy(), lib.SGD(1e-4), backend=backend)
     x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=batch)
     return lambda: net.train_step(x, y)
@@ -75,7 +77,7 @@ CASES = {"512": ("dense 512x512 relu", [512, 512]), "1024": ("dense 1024x1024 re
          "mlp": ("mlp 784-256-256-10", [784, 256, 256, 10])}
 
 
-def run(quick=False, cases=tuple(CASES), batches=None, repeats=None):
+def run(quick=False, cases=tuple(CASES), batches=None, repeats=None, base=None):
     rng = np.random.default_rng(0)
     batches = batches or ([1, 4, 16, 64, 256, 1024] if quick else BATCHES)
     repeats = repeats or (5 if quick else 9)
@@ -83,21 +85,25 @@ def run(quick=False, cases=tuple(CASES), batches=None, repeats=None):
     rows = []
     for title, sizes in cases:
         print(f"\n{title}\n{'B':>5} {'numpy us':>10} {'numba us':>10} {'blas us':>10} "
-              f"{'speedup':>8} {'roofline':>8}")
+              f"{'speedup':>8} {'roofline':>8}" + (f" {'base us':>10} {'base/new':>8}" if base else ""))
         for batch in batches:
-            if len(sizes) == 2:
-                cands = {b: layer_case(*sizes, batch, b, rng) for b in ("numpy", "numba")}
-                cands["blas"] = blas_case(sizes, batch, rng)
-            else:
-                cands = {b: mlp_case(sizes, batch, b, rng) for b in ("numpy", "numba")}
-                cands["blas"] = blas_case(sizes, batch, rng, first_dx=False)
+            make = layer_case if len(sizes) == 2 else mlp_case
+            args = (*sizes,) if len(sizes) == 2 else (sizes,)
+            cands = {b: make(*args, batch, b, rng) for b in ("numpy", "numba")}
+            cands["blas"] = blas_case(sizes, batch, rng, first_dx=len(sizes) == 2)
+            if base is not None:  # the baseline's numba path, alternating with this tree's
+                cands["base"] = make(*args, batch, "numba", rng, lib=base)
             res = compare(cands, repeats=repeats, target_seconds=0.01 if quick else 0.02)
             med = {k: v["median"] for k, v in res.items()}
             row = {"case": title, "batch": batch, **{f"{k}_s": v for k, v in med.items()},
                    "speedup": med["numpy"] / med["numba"], "roofline": med["blas"] / med["numba"]}
+            line = (f"{batch:5d} {med['numpy'] * 1e6:10.1f} {med['numba'] * 1e6:10.1f} "
+                    f"{med['blas'] * 1e6:10.1f} {row['speedup']:8.2f} {row['roofline']:8.2f}")
+            if base is not None:
+                row["base_over_new"] = med["base"] / med["numba"]
+                line += f" {med['base'] * 1e6:10.1f} {row['base_over_new']:8.3f}"
             rows.append(row)
-            print(f"{batch:5d} {med['numpy'] * 1e6:10.1f} {med['numba'] * 1e6:10.1f} "
-                  f"{med['blas'] * 1e6:10.1f} {row['speedup']:8.2f} {row['roofline']:8.2f}")
+            print(line)
     return rows
 
 
@@ -108,15 +114,24 @@ def main():
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also time the numba path as of this commit, side by side (baseline.py)")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")] if args.batches else None
     fn.warmup()
+    base = None
+    if args.baseline:
+        from baseline import load_baseline
+
+        base = load_baseline(args.baseline)
+        base.warmup()
+        print(f"baseline: {base.baseline_rev}")
     env = environment()
     print(f"{env['cpu']}, {env['cores']} cores; numpy {env['numpy']}, numba {env['numba']}")
     for pool in env["threadpools"]:
         print(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
               f"{pool['num_threads']} threads")
-    rows = run(args.quick, args.cases.split(","), batches, args.repeats)
+    rows = run(args.quick, args.cases.split(","), batches, args.repeats, base)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1, default=str)

@@ -1,6 +1,6 @@
 """Small-batch latency: one SGD step of a 784-256-256-10 MLP, fastnet against its peers.
 
-    python benchmarks/latency.py [--batches 1,4,16] [--out DIR]
+    python benchmarks/latency.py [--batches 1,4,16] [--out DIR] [--baseline REV] [--no-peers]
 
 Side by side in one process, medians after warm-up (``fastnet._timing``):
 ``fastnet`` (``train_step``, on the path ``net.plan()`` picks), its fused step
@@ -8,7 +8,9 @@ forced at every batch size (to find where it stops paying), its layered numba
 step (``keep_grads=True``),
 the NumPy reference, and, when installed, PyTorch eager and JAX ``jit`` of
 the whole step (each peer timed in a block of its own, as in ``fastnet
-profile``).  ReLU, softmax cross-entropy, float32, plain SGD.
+profile``).  ReLU, softmax cross-entropy, float32, plain SGD.  ``--baseline REV``
+adds fastnet as of another commit to fastnet's own group (``baseline.py``) and
+prints each case's ratio, baseline time / this tree's time.
 
 The floor at B = 1: the bytes a step must move through the weights (read for
 the forward pass, read for the input gradients, read and written by the
@@ -31,24 +33,26 @@ SIZES = (784, 256, 256, 10)
 LR = 1e-3
 
 
-def build_mlp(backend):
-    """The 784-256-256-10 MLP of these benchmarks (ReLU, softmax cross-entropy, SGD(LR))."""
-    layers = [fn.DenseLayer("relu", SIZES[0], neurons_num=SIZES[1], rng=0),
-              fn.DenseLayer("relu", neurons_num=SIZES[2], rng=1),
-              fn.DenseLayer("identity", neurons_num=SIZES[3], rng=2)]
-    return fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(LR), backend=backend)
+def build_mlp(backend, lib=fn):
+    """The 784-256-256-10 MLP of these benchmarks (ReLU, softmax cross-entropy, SGD(LR)),
+    built with ``lib`` (fastnet, or a baseline commit's: see ``baseline.py``)."""
+    layers = [lib.DenseLayer("relu", SIZES[0], neurons_num=SIZES[1], rng=0),
+              lib.DenseLayer("relu", neurons_num=SIZES[2], rng=1),
+              lib.DenseLayer("identity", neurons_num=SIZES[3], rng=2)]
+    return lib.NeuralNetwork(layers, "softmax_xent", lib.SGD(LR), backend=backend)
 
 
-def fastnet_cases(x, y):
+def fastnet_cases(x, y, lib=fn, suffix="", reference=True):
     cases = {}
-    if "numba" in fn.available_backends():
-        planned, fused, layered = build_mlp("numba"), build_mlp("numba"), build_mlp("numba")
+    if "numba" in lib.available_backends():
+        planned, fused, layered = build_mlp("numba", lib), build_mlp("numba", lib), build_mlp("numba", lib)
         t = fused.loss.prepare_targets(y, x.shape[0], SIZES[-1], np.float32)
-        cases["fastnet"] = lambda: planned.train_step(x, y)  # the path net.plan() picks
-        cases["fused (forced)"] = lambda: fused._fused_step(x, t, "")
-        cases["layered numba"] = lambda: layered.train_step(x, y, keep_grads=True)
-    ref = build_mlp("numpy")
-    cases["numpy reference"] = lambda: ref.train_step(x, y)
+        cases["fastnet" + suffix] = lambda: planned.train_step(x, y)  # the path net.plan() picks
+        cases["fused (forced)" + suffix] = lambda: fused._fused_step(x, t, "")
+        cases["layered numba" + suffix] = lambda: layered.train_step(x, y, keep_grads=True)
+    if reference:
+        ref = build_mlp("numpy", lib)
+        cases["numpy reference" + suffix] = lambda: ref.train_step(x, y)
     return cases
 
 
@@ -124,10 +128,20 @@ def main():
     parser.add_argument("--batches", default="1,2,4,8,16,32,64,128,256,1024,4096")
     parser.add_argument("--out", default="latency-out")
     parser.add_argument("--repeats", type=int, default=11)
+    parser.add_argument("--baseline", metavar="REV", default=None,
+                        help="also time fastnet as of this commit, side by side (see baseline.py)")
+    parser.add_argument("--no-peers", action="store_true", help="leave PyTorch and JAX out")
     args = parser.parse_args()
     batches = [int(b) for b in args.batches.split(",")]
     threads = fn.get_num_threads()
     fn.warmup()
+    base = None
+    if args.baseline:
+        from baseline import load_baseline
+
+        base = load_baseline(args.baseline)
+        base.warmup()
+        print(f"baseline: {base.baseline_rev}; '@base' columns are its kernels, in the same groups")
     bandwidth = copy_bandwidth()
     floor = floor_seconds(bandwidth)
     rows = []
@@ -138,7 +152,11 @@ def main():
         x = rng.normal(size=(batch, SIZES[0])).astype(np.float32)
         y = rng.integers(0, SIZES[-1], size=batch)
         groups = [fastnet_cases(x, y)]
-        for name, case in (("torch eager", torch_case(x, y, threads)), ("jax jit", jax_case(x, y))):
+        if base is not None:  # in the same group: the two alternate within each round
+            groups[0].update(fastnet_cases(x, y, base, "@base", reference=False))
+        peers = () if args.no_peers else (("torch eager", torch_case(x, y, threads)),
+                                          ("jax jit", jax_case(x, y)))
+        for name, case in peers:
             if case is not None:
                 groups.append({name: case})
         med = {}
@@ -150,6 +168,9 @@ def main():
             names = list(med)
             print(f"{'B':>5} " + " ".join(f"{n:>16}" for n in names) + "   (us per step)")
         print(f"{batch:5d} " + " ".join(f"{med[n] * 1e6:16.1f}" for n in names))
+        if base is not None:
+            print("      base/new: " + ", ".join(f"{n} {med[n + '@base'] / med[n]:.3f}"
+                                              for n in names if n + "@base" in med))
         rows.append({"batch": batch, **{n: med[n] for n in names}})
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latency.json"), "w") as f:

@@ -185,12 +185,11 @@ class NeuralNetwork(HoldsKernels):
     def _forward_loss(self, x, t, where):
         """Forward and loss on validated data: (loss as a float, the per-sample
         loss gradient).  A loss that is not finite raises ``FloatingPointError``
-        naming ``where`` before any gradient exists."""
+        naming ``where`` before any parameter gradient exists."""
         out = self._forward(x)
-        loss = float(self._k.loss_value(self.loss.code, out, t))
-        _check_loss(loss, where)
         dout = self._workspace("dout", out.shape[0], out.shape[1])
-        self._k.loss_grad(self.loss.code, out, t, dout)
+        loss = float(self._k.loss_and_grad(self.loss.code, out, t, dout))
+        _check_loss(loss, where)
         return loss, dout
 
     def _forward_backward(self, x, t, where, grad_scale=1.0):

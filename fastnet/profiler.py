@@ -85,7 +85,7 @@ class LayerCase:
         opt = self.net.optimizer
         vel = [np.zeros((0, 0), w.dtype)] * 2
         phases = {
-            "loss": lambda: (k.loss_value(_MSE, y, t), k.loss_grad(_MSE, y, t, dout)),
+            "loss": lambda: k.loss_and_grad(_MSE, y, t, dout),
             "update": lambda: (k.sgd_step(w, dw, vel[0], opt.lr, 0.0, 0.0, False),
                                k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)),
         }

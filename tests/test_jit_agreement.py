@@ -237,13 +237,17 @@ def test_loss_kernels_agree(dtype, loss, batch):
         z = (rng.normal(size=(batch, 7)) * scale).astype(dtype)
         t = np.zeros_like(z)
         t[np.arange(batch), rng.integers(0, 7, batch)] = 1
-        v_r, v_j = R.loss_value(kind, z, t), J.loss_value(kind, z, t)
+        v_r = R.loss_value(kind, z, t)
         # the loss is a reduction of B*C terms; compare it to the sum of their sizes
         rtol, atol = TOL[dtype]
-        assert abs(float(v_j) - float(v_r)) <= rtol * abs(float(v_r)) + atol * (
-            np.abs(z).mean() + abs(float(v_r)))
-        assert_agree(J.loss_grad(kind, z, t, np.empty_like(z)),
-                     R.loss_grad(kind, z, t, np.empty_like(z)), dtype, what=f"{loss} grad")
+        g_r = R.loss_grad(kind, z, t, np.empty_like(z))
+        g_j = np.full_like(z, np.nan)  # every entry must be written
+        both = J.loss_and_grad(kind, z, t, g_j)
+        for v_j in (J.loss_value(kind, z, t), both, R.loss_and_grad(kind, z, t, np.empty_like(z))):
+            assert abs(float(v_j) - float(v_r)) <= rtol * abs(float(v_r)) + atol * (
+                np.abs(z).mean() + abs(float(v_r)))
+        assert_agree(g_j, g_r, dtype, what=f"{loss} grad of loss_and_grad")
+        assert_agree(J.loss_grad(kind, z, t, np.empty_like(z)), g_r, dtype, what=f"{loss} grad")
     assert_agree(J.softmax(z, np.empty_like(z)), R.softmax(z, np.empty_like(z)), dtype, what="softmax")
 
 

@@ -18,7 +18,7 @@ from . import cpu, tiles, tuning  # noqa: F401 (the package's other modules, as 
 from .activations import activation_derivative, activation_forward, activation_grad
 from .dense import dense_backward, dense_backward_sgd, dense_forward, input_grad
 from .fused import fused_plan, fused_sgd_step
-from .losses import check_and_one_hot, loss_grad, loss_value, softmax
+from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
 from .optimizers import adam_step, flush_subnormal, running_mean, sgd_step
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "fused_plan",
     "fused_sgd_step",
     "input_grad",
+    "loss_and_grad",
     "loss_grad",
     "loss_value",
     "running_mean",

@@ -41,9 +41,9 @@ def _make_forward(kind):
     @jit
     def forward(b, alpha, a, y, add_bias):
         """y = f(a) for (B, n) arrays, after a += b (row-broadcast) when
-        ``add_bias``: each row finished while in cache; alpha in their dtype."""
+        ``add_bias``: each row finished while in cache (alpha: a float)."""
         T = a.dtype.type
-        zero, one = T(0), T(1)
+        zero, one, alpha = T(0), T(1), T(alpha)
         bias = b[0]
         for r in range(a.shape[0]):
             ar, yr = a[r], y[r]
@@ -89,9 +89,9 @@ def _make_backward(kind):
     @jit
     def backward(alpha, a, y, dy, dz, db, with_db):
         """dz = dy * f'(a) for (B, n) arrays (y = f(a); dz may be dy), and, when
-        ``with_db``, db = the column mean of dz in the same pass."""
+        ``with_db``, db = the column mean of dz in the same pass (alpha: a float)."""
         T = a.dtype.type
-        zero, one = T(0), T(1)
+        zero, one, alpha = T(0), T(1), T(alpha)
         acc = db[0]
         if with_db:
             for j in range(acc.size):
@@ -140,8 +140,9 @@ def _make_backward(kind):
 
 
 #: Per activation code: ``FORWARD[kind](b, alpha, a, y, add_bias)`` and
-#: ``BACKWARD[kind](alpha, a, y, dy, dz, db, with_db)`` (b and db are not read
-#: without their flag: pass any (1, n) or larger array of the dtype).
+#: ``BACKWARD[kind](alpha, a, y, dy, dz, db, with_db)`` (alpha a Python float, cast
+#: inside, so that every caller compiles the same signature; b and db are not
+#: read without their flag: pass any (1, n) or larger array of the dtype).
 FORWARD = tuple(_make_forward(kind) for kind in range(len(ACTIVATIONS)))
 BACKWARD = tuple(_make_backward(kind) for kind in range(len(ACTIVATIONS)))
 
@@ -156,7 +157,7 @@ def activation_forward(kind, alpha, a, y):
     if kind in UFUNC_FORWARD:
         return _ref.activation_forward(kind, alpha, a, y)
     a2 = _rows(a)
-    FORWARD[kind](a2, a.dtype.type(alpha), a2, _rows(y), False)
+    FORWARD[kind](a2, float(alpha), a2, _rows(y), False)
     return y
 
 
@@ -165,7 +166,7 @@ def activation_grad(kind, alpha, a, y, dy, dz):
     if kind in UFUNC_GRAD:
         return _ref.activation_grad(kind, alpha, a, y, dy, dz)
     a2 = _rows(a)
-    BACKWARD[kind](a.dtype.type(alpha), a2, _rows(y), _rows(dy), _rows(dz), a2, False)
+    BACKWARD[kind](float(alpha), a2, _rows(y), _rows(dy), _rows(dz), a2, False)
     return dz
 
 
@@ -174,10 +175,9 @@ def activation_derivative(kind, alpha, a, out):
     and a row of ones are temporaries: sigmoid's and tanh's derivatives are
     computed from f(a))."""
     a2, out2 = _rows(a), _rows(out)
-    al = a.dtype.type(alpha)
     y = np.empty_like(a2)
-    FORWARD[kind](a2, al, a2, y, False)
-    BACKWARD[kind](al, a2, y, np.ones_like(a2), out2, a2, False)
+    FORWARD[kind](a2, float(alpha), a2, y, False)
+    BACKWARD[kind](float(alpha), a2, y, np.ones_like(a2), out2, a2, False)
     return out
 
 
@@ -188,7 +188,7 @@ def forward_epilogue(b, kind, alpha, a, y):
         np.add(a, b, out=a)
         _ref.activation_forward(kind, alpha, a, y)
     else:
-        FORWARD[kind](b, a.dtype.type(alpha), a, y, True)
+        FORWARD[kind](b, float(alpha), a, y, True)
 
 
 def backward_prologue(kind, alpha, a, y, dy, dz, db):
@@ -198,4 +198,4 @@ def backward_prologue(kind, alpha, a, y, dy, dz, db):
         np.sum(dz, axis=0, keepdims=True, out=db)
         np.multiply(db, db.dtype.type(1.0 / a.shape[0]), out=db)
     else:
-        BACKWARD[kind](a.dtype.type(alpha), a, y, dy, dz, db, True)
+        BACKWARD[kind](float(alpha), a, y, dy, dz, db, True)

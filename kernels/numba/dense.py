@@ -51,7 +51,7 @@ def dense_forward(x, w, b, kind, alpha, a, y):
             forward_tiles(x, w, b, a)
         if x.shape[0] % 4:
             forward_rows(x, w, b, a)
-        FORWARD[kind](b, a.dtype.type(alpha), a, y, False)
+        FORWARD[kind](b, float(alpha), a, y, False)
         return y
     np.matmul(x, w, out=a)
     forward_epilogue(b, kind, alpha, a, y)
@@ -119,9 +119,11 @@ def _fwd_by_loops(x, w, b, a, y):
 
 
 # -- the register-tile product ---------------------------------------------------------------
-@jit
+@jit(inline="always")
 def _tile(wide, four, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha):
-    """One ``tile_fma``: four rows or one, by three vectors or one."""
+    """One ``tile_fma``: four rows or one, by three vectors or one.  Inlined: in
+    the update a tile sums over only the B rows of the batch, and a call per
+    tile made ``update_tiled`` 2.35x slower (784 x 256, B = 8, Zen 3)."""
     if wide and four:
         tile_fma(4, 3, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
     elif wide:
@@ -132,7 +134,7 @@ def _tile(wide, four, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha):
         tile_fma(1, 1, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
 
 
-@jit_fma
+@jit_fma(inline="always")
 def product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer):
     """c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
     (flat elements) for r < n_rows, j < n_cols, by ``tile_fma``: column panels

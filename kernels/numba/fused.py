@@ -3,7 +3,7 @@
 
 The step is a composition of separately compiled kernels, called by address
 (``cpu.Leaves``): the forward pass and the input gradient of ``dense``, the
-activation gradient of ``activations``, the loss of ``losses``, and the
+activations and their gradients, the loss with its gradient, and the
 updates below, which apply SGD to w straight from ``x.T @ g`` without writing
 ``dw``.  The layers reach it as a table of addresses and widths
 (``fused_plan``), not as tuples of arrays: numba compiles a function again for
@@ -20,7 +20,7 @@ from numba import types
 from .activations import BACKWARD, FORWARD
 from .cpu import Leaves, array_at, data_address, jit, jit_fma, wide_vectors
 from .dense import copy_row, forward_rows, forward_tiles, input_grad_small, padded_size, update_tiled
-from .losses import LOSS_GRAD, LOSS_VALUE
+from .losses import LOSS_AND_GRAD
 from .optimizers import momentum_rule, tiny
 from .tuning import UPDATE_TILES_MIN_BATCH
 
@@ -169,10 +169,9 @@ def _v(dt):
 LEAVES = Leaves(
     (forward_tiles, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
     (forward_rows, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
-    (FORWARD, lambda dt: types.none(_m(dt), dt, _m(dt), _m(dt), types.boolean)),
-    (LOSS_VALUE, lambda dt: dt(_m(dt), _m(dt))),
-    (LOSS_GRAD, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt))),
-    (BACKWARD, lambda dt: types.none(dt, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
+    (FORWARD, lambda dt: types.none(_m(dt), types.float64, _m(dt), _m(dt), types.boolean)),
+    (LOSS_AND_GRAD, lambda dt: dt(_m(dt), _m(dt), _m(dt))),
+    (BACKWARD, lambda dt: types.none(types.float64, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
     (input_grad_small, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
     (update_tiled, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
     (update_rows_plain, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, _v(dt))),
@@ -181,7 +180,7 @@ LEAVES = Leaves(
     (update_bias_plain, lambda dt: types.none(_m(dt), _m(dt), dt, dt, _v(dt))),
     (update_bias_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean, _v(dt))),
 )
-(FORWARD_TILES, FORWARD_ROWS, ACTIVATION, LOSS, LOSS_GRADIENT, ACTIVATION_GRADIENT, INPUT_GRAD,
+(FORWARD_TILES, FORWARD_ROWS, ACTIVATION, LOSS, ACTIVATION_GRADIENT, INPUT_GRAD,
  UPDATE_TILED, UPDATE_PLAIN, UPDATE_MOMENTUM, UPDATE_BIAS_PLAIN, UPDATE_BIAS_MOMENTUM) = \
     range(len(LEAVES.entries))
 _call = LEAVES.call
@@ -208,18 +207,17 @@ def _fused_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, moment
             _call(fns, FORWARD_TILES, 0, (x_i, w, b, a))
         if n4 < batch:
             _call(fns, FORWARD_ROWS, 0, (x_i, w, b, a))
-        _call(fns, ACTIVATION, table[i, KIND], (b, T(alphas[i]), a, y, False))
-    loss = _call(fns, LOSS, loss_kind, (y, t))
+        _call(fns, ACTIVATION, table[i, KIND], (b, alphas[i], a, y, False))
+    g = array_at(table[n_layers - 1, G], batch, table[n_layers - 1, N_OUT], x)
+    loss = _call(fns, LOSS, loss_kind, (y, t, g))
     if not math.isfinite(loss):
         return loss
-    g = array_at(table[n_layers - 1, G], batch, table[n_layers - 1, N_OUT], x)
-    _call(fns, LOSS_GRADIENT, loss_kind, (y, t, g))
     for i in range(n_layers - 1, -1, -1):
         n_in, n_out = table[i, N_IN], table[i, N_OUT]
         w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
         x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
-        _call(fns, ACTIVATION_GRADIENT, table[i, KIND], (T(alphas[i]), a, y, g, g, b, False))
+        _call(fns, ACTIVATION_GRADIENT, table[i, KIND], (alphas[i], a, y, g, g, b, False))
         g_in = g
         if i > 0:  # the input gradient, with the weights before their update
             g_in = array_at(table[i - 1, G], batch, n_in, x)
@@ -340,7 +338,6 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
         if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
             raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
         LEAVES.need(plan.dtype, LOSS, loss_kind)
-        LEAVES.need(plan.dtype, LOSS_GRADIENT, loss_kind)
         LEAVES.need(plan.dtype, update)
         LEAVES.need(plan.dtype, UPDATE_BIAS_MOMENTUM if update == UPDATE_MOMENTUM else UPDATE_BIAS_PLAIN)
         plan.ready.add((loss_kind, update))

@@ -14,7 +14,7 @@ from fastnet.kernels import LOSSES, MSE, SOFTMAX_XENT
 from .activations import sigmoid
 from .cpu import jit, jit_dot
 
-__all__ = ["check_and_one_hot", "loss_grad", "loss_value", "softmax"]
+__all__ = ["check_and_one_hot", "loss_and_grad", "loss_grad", "loss_value", "softmax"]
 
 
 @jit_dot
@@ -92,37 +92,54 @@ def _make_loss_value(kind):
     return value
 
 
-def _make_loss_grad(kind):
-    @jit
-    def grad(z, t, out):
-        """The per-sample gradient into out; returns out."""
+def _make_loss_and_grad(kind):
+    @jit_dot
+    def loss_and_grad(z, t, out):
+        """The mean loss (as ``value``), returned, and its per-sample gradient into
+        out, in one pass over z."""
         n_rows, c = z.shape
-        if kind == SOFTMAX_XENT:
-            softmax(z, out)
-            for r in range(n_rows):
+        T = z.dtype.type
+        one, cc = T(1), T(c)
+        total = 0.0
+        for r in range(n_rows):
+            zr, tr, g = z[r], t[r], out[r]
+            if kind == SOFTMAX_XENT:  # softmax(z) - t, as ``softmax`` computes it
+                m = zr[0]
+                for j in range(1, c):
+                    m = m if m >= zr[j] else zr[j]
+                s = T(0)
+                dot = 0.0
                 for j in range(c):
-                    out[r, j] -= t[r, j]
-            return out
-        cc = z.dtype.type(c)
-        if kind == MSE:
-            scale = z.dtype.type(2) / cc
-            for r in range(n_rows):
+                    e = math.exp(zr[j] - m)
+                    g[j] = e
+                    s += e
+                    dot += float(zr[j]) * float(tr[j])
                 for j in range(c):
-                    out[r, j] = scale * (z[r, j] - t[r, j])
-        else:
-            one = z.dtype.type(1)
-            for r in range(n_rows):
+                    g[j] = g[j] / s - tr[j]
+                total += float(m) + math.log(float(s)) - dot
+            elif kind == MSE:
+                scale = T(2) / cc
                 for j in range(c):
-                    out[r, j] = (sigmoid(z[r, j], one) - t[r, j]) / cc
-        return out
+                    d = zr[j] - tr[j]
+                    g[j] = scale * d
+                    total += float(d) * float(d)
+            else:
+                for j in range(c):
+                    v = zr[j]
+                    g[j] = (sigmoid(v, one) - tr[j]) / cc
+                    fv = float(v)
+                    total += (fv if fv > 0.0 else 0.0) + math.log1p(math.exp(-abs(fv))) - float(tr[j]) * fv
+        if kind != SOFTMAX_XENT:
+            total /= c
+        return T(total / n_rows)
 
-    return grad
+    return loss_and_grad
 
 
-#: Per loss code: ``LOSS_VALUE[kind](z, t)`` and ``LOSS_GRAD[kind](z, t, out)``,
+#: Per loss code: ``LOSS_VALUE[kind](z, t)`` and ``LOSS_AND_GRAD[kind](z, t, out)``,
 #: each compiled with the code as a constant (the other losses' code is dropped).
 LOSS_VALUE = tuple(_make_loss_value(kind) for kind in range(len(LOSSES)))
-LOSS_GRAD = tuple(_make_loss_grad(kind) for kind in range(len(LOSSES)))
+LOSS_AND_GRAD = tuple(_make_loss_and_grad(kind) for kind in range(len(LOSSES)))
 
 
 def loss_value(kind, z, t):
@@ -131,5 +148,11 @@ def loss_value(kind, z, t):
 
 
 def loss_grad(kind, z, t, out):
-    """Same contract as ``fastnet.kernels.numpy.loss_grad``."""
-    return LOSS_GRAD[kind](z, t, out)
+    """Same contract as ``fastnet.kernels.numpy.loss_grad`` (by ``loss_and_grad``)."""
+    LOSS_AND_GRAD[kind](z, t, out)
+    return out
+
+
+def loss_and_grad(kind, z, t, out):
+    """Same contract as ``fastnet.kernels.numpy.loss_and_grad``, in one pass."""
+    return LOSS_AND_GRAD[kind](z, t, out)

@@ -1,8 +1,8 @@
 """Optimizer updates, compiled (twin: ``fastnet.kernels.numpy.optimizers``).
 
 Scalars are cast to the arrays' dtype inside the kernels, so float32 stays
-float32.  ``sgd_row`` and ``momentum_rule`` are the SGD rule on one row,
-shared with the fused step's updates (``fused``); their multiply-adds may
+float32.  ``momentum_rule`` is the SGD momentum rule for one element, shared
+with the fused step's updates (``fused``); the SGD kernels' multiply-adds may
 contract into FMAs (a rounding less, within the agreement tolerances).
 """
 
@@ -18,7 +18,7 @@ _TINY32 = float(np.finfo(np.float32).tiny)
 _TINY64 = float(np.finfo(np.float64).tiny)
 
 
-@jit
+@jit(inline="always")
 def tiny(a):
     """The smallest normal number of a's dtype (float32 or float64)."""
     return a.dtype.type(_TINY32) if a.itemsize == 4 else a.dtype.type(_TINY64)
@@ -47,24 +47,23 @@ def momentum_rule(wi, vr, j, dj, lr, mu, nesterov, small, zero):
 
 
 @jit_fma
-def sgd_row(p, g, v, lr, mu, wd, nesterov, small):
-    """The SGD rule of ``sgd_step`` on 1-D arrays of one dtype, scalars already
-    in that dtype; v is read and written only when mu is not 0."""
-    if mu == 0:
-        for i in range(p.size):
-            p[i] -= lr * (g[i] + wd * p[i])
-        return
-    zero = p.dtype.type(0)
-    for i in range(p.size):
-        momentum_rule(p, v, i, g[i] + wd * p[i], lr, mu, nesterov, small, zero)
-
-
-@jit
 def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
     """Same contract as ``fastnet.kernels.numpy.sgd_step``."""
     T = p.dtype.type
-    sgd_row(p.reshape(-1), g.reshape(-1), v.reshape(-1), T(lr), T(momentum), T(weight_decay),
-            nesterov, tiny(p))
+    lr_, mu, wd, zero = T(lr), T(momentum), T(weight_decay), T(0)
+    pf, gf = p.reshape(-1), g.reshape(-1)
+    if mu == 0:
+        for i in range(pf.size):
+            pf[i] -= lr_ * (gf[i] + wd * pf[i])
+        return p
+    vf, small = v.reshape(-1), tiny(p)
+    for i in range(pf.size):  # momentum_rule, written out: one kernel to compile, not two
+        d = gf[i] + wd * pf[i]
+        vi = mu * vf[i] + d
+        if abs(vi) < small:  # flush_subnormal, fused
+            vi = zero
+        vf[i] = vi
+        pf[i] -= lr_ * (d + mu * vi if nesterov else vi)
     return p
 
 

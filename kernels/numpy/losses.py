@@ -9,7 +9,7 @@ from fastnet.kernels import BCE_LOGITS, MSE, SOFTMAX_XENT
 
 from .activations import stable_sigmoid
 
-__all__ = ["check_and_one_hot", "loss_grad", "loss_value", "softmax"]
+__all__ = ["check_and_one_hot", "loss_and_grad", "loss_grad", "loss_value", "softmax"]
 
 
 def check_and_one_hot(x, labels, t):
@@ -78,3 +78,11 @@ def loss_grad(kind, z, t, out):
     else:
         raise ValueError(f"unknown loss code {kind}")
     return out
+
+
+def loss_and_grad(kind, z, t, out):
+    """``loss_value(kind, z, t)``, returned, and ``loss_grad(kind, z, t, out)``
+    written into ``out``: what a training step needs of the loss (one pass over
+    z where compiled).  Returns the loss."""
+    loss_grad(kind, z, t, out)
+    return loss_value(kind, z, t)
