@@ -29,7 +29,6 @@ def _candidates(x, w, dz):
     dw, dx = np.empty_like(w), np.empty_like(x)
     b, a, y = np.zeros((1, w.shape[1]), w.dtype), np.empty_like(dz), np.empty_like(dz)
     relu = fn.kernels.RELU
-    scratch = np.empty(dense.padded_size(*x.shape, dz.shape[1], x.itemsize), x.dtype)
     batch = x.shape[0]
 
     def fwd_loops():
@@ -43,7 +42,7 @@ def _candidates(x, w, dz):
         "fwd loops": fwd_loops,
         "fwd blas": lambda: (np.matmul(x, w, out=a), activations.forward_epilogue(b, relu, 0.0, a, y)),
         "dw loops": lambda: dense.weight_grad_small(x, dz, dw),
-        "dw tiles": lambda: dense.weight_grad_tiled(x, dz, dw, scratch),
+        "dw tiles": lambda: dense.weight_grad_tiled(x, dz, dw),
         "dw blas": lambda: _blas.gemm(1.0 / batch, x.T, dz, 0.0, dw) or np.matmul(x.T, dz, out=dw),
         "dx loops": lambda: dense.input_grad_small(dz, w, dx),
         "dx blas": lambda: np.matmul(dz, w.T, out=dx),

@@ -48,8 +48,19 @@ def check_finite(arr, name):
         raise ValueError(f"{name} contains NaN or inf; expected finite values")
 
 
-def cast_finite(arr, dtype, name):
-    """arr C-contiguous in ``dtype``, refusing NaN or inf before and after the cast.
+def kernel_ready(arr):
+    """``arr``, or a copy of it where the compiled kernels would take it for
+    another type: numba types read-only and unaligned arrays apart from the
+    others and compiles every kernel they reach once more for them (seconds,
+    for one read-only batch).  The caller's array is never written either way."""
+    if arr.flags.writeable and arr.flags.aligned:
+        return arr
+    return arr.copy()
+
+
+def cast_finite(arr, dtype, name, writeable=True):
+    """arr C-contiguous in ``dtype``, refusing NaN or inf before and after the cast;
+    with ``writeable``, also writeable and aligned (``kernel_ready``).
 
     Casting float64 to float32 turns values beyond float32's range into inf,
     so finiteness is checked again on the cast copy (numpy's overflow warning
@@ -57,7 +68,8 @@ def cast_finite(arr, dtype, name):
     """
     check_finite(arr, name)
     if arr.dtype == dtype:
-        return np.ascontiguousarray(arr)
+        out = np.ascontiguousarray(arr)
+        return kernel_ready(out) if writeable else out
     with np.errstate(over="ignore"):
         out = np.ascontiguousarray(arr, dtype=dtype)
     if not all_finite(out):
@@ -68,8 +80,10 @@ def cast_finite(arr, dtype, name):
     return out
 
 
-def as_float_batch(x, n_features, dtype, name="x", cast=True):
-    """Validate a (batch, features) input and return it C-contiguous in ``dtype``.
+def as_float_batch(x, n_features, dtype, name="x", cast=True, writeable=True):
+    """Validate a (batch, features) input and return it C-contiguous in ``dtype``
+    (and, with ``writeable``, ready for the kernels: see ``kernel_ready``; whole
+    data sets are passed through as they are and made ready batch by batch).
 
     Floating inputs of another precision are cast when ``cast`` is true (the
     network API, documented there) and refused otherwise (the layer API).
@@ -88,7 +102,7 @@ def as_float_batch(x, n_features, dtype, name="x", cast=True):
             f"{name} has dtype {arr.dtype} but the layer computes in {np.dtype(dtype)}; "
             f"cast it explicitly, e.g. {name}.astype(np.{np.dtype(dtype)})"
         )
-    return cast_finite(arr, dtype, name)
+    return cast_finite(arr, dtype, name, writeable)
 
 
 def positive_int(value, name):

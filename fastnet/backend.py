@@ -12,13 +12,19 @@ numba is imported here and nowhere else, lazily: the first time a backend
 other than ``"numpy"`` is resolved.
 """
 
+import contextlib
 import importlib
+import logging
+import time
 import warnings
 
 from fastnet._workspace import realigned
 
 BACKENDS = ("auto", "numpy", "numba")
 INSTALL_HINT = "pip install numba  (or: pip install 'fastnet-dense[jit]')"
+#: What the logs and progress bars say while the JIT kernels compile.
+COMPILING = "compiling JIT kernels, first use only"
+_log = logging.getLogger("fastnet")
 
 _default = "auto"
 _numba_error = None  # why the numba backend could not be imported, once tried
@@ -35,11 +41,67 @@ def _numba_available():
     global _numba_checked, _numba_error
     if not _numba_checked:
         try:
-            importlib.import_module("fastnet.kernels.numba")
+            kernels = importlib.import_module("fastnet.kernels.numba")
         except ImportError as exc:
             _numba_error = exc
+        else:
+            if not _compile_log.registered:
+                kernels.cpu.on_compile(_compile_log)
+                _compile_log.registered = True
         _numba_checked = True
     return _numba_error is None
+
+
+class _CompileLog:
+    """The one log record (INFO, logger "fastnet") of a process's first JIT
+    compile, and the compile's display on the progress bars that asked for it
+    (``compile_notice``); it also adds up the seconds spent compiling."""
+
+    registered = logged = False
+
+    def __init__(self):
+        self.shows, self.seconds, self._start = [], 0.0, None
+
+    def __call__(self, starting):
+        if starting:
+            self._start = time.perf_counter()
+            if not self.logged:
+                self.logged = True
+                _log.info("%s (cached in %s)", COMPILING, kernels_for("numba").cpu.cache_dir())
+        elif self._start is not None:
+            self.seconds += time.perf_counter() - self._start
+            self._start = None
+        for show in list(self.shows):
+            show(starting)
+
+
+_compile_log = _CompileLog()
+
+
+def compile_seconds():
+    """Seconds this process has spent compiling the JIT kernels so far."""
+    return _compile_log.seconds
+
+
+@contextlib.contextmanager
+def compile_notice(show):
+    """While active, a JIT compile calls ``show(True)`` as it starts and
+    ``show(False)`` when it is done (e.g. to put ``COMPILING`` on a progress bar)."""
+    _compile_log.shows.append(show)
+    try:
+        yield
+    finally:
+        _compile_log.shows.remove(show)
+
+
+def bar_notice(bar, idle):
+    """A ``show`` for ``compile_notice`` that puts ``COMPILING`` on tqdm ``bar``,
+    displayed at once (whatever the bar's delay), and ``idle`` back afterwards."""
+    def show(starting):
+        bar.set_description_str(COMPILING if starting else idle, refresh=False)
+        if not bar.disable:
+            bar.refresh()
+    return compile_notice(show)
 
 
 def _numba_installed_but_unusable():
@@ -92,6 +154,8 @@ def resolve_backend(name):
                               f"kernels cannot be used here ({_numba_error})", RuntimeWarning, stacklevel=2)
         return backend
     if name == "numba" and not _numba_available():
+        if _numba_installed_but_unusable():
+            raise ImportError(f"the 'numba' backend cannot be used here: {_numba_error}")
         raise ImportError(
             f"the 'numba' backend needs numba, which could not be imported ({_numba_error}); "
             f"install it with: {INSTALL_HINT}"

@@ -6,10 +6,10 @@ import operator
 import numpy as np
 from tqdm.auto import tqdm
 
-from fastnet._validation import as_float_batch, positive_int
+from fastnet._validation import as_float_batch, kernel_ready, positive_int
 from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import Identity, kernel_code
-from fastnet.backend import HoldsKernels, kernels_for, resolve_backend
+from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD, Optimizer
@@ -128,19 +128,22 @@ class NeuralNetwork(HoldsKernels):
         return [g for layer in self.layers for g in layer.gradients()]
 
     # -- validation ------------------------------------------------------------------
-    def _check_x(self, x, name="X"):
-        return as_float_batch(x, self.n_inputs, self.dtype, name=name, cast=True)
+    def _check_x(self, x, name="X", whole=False):
+        """Validated x; ``whole``: a data set that is split into batches later (a
+        read-only one is then copied batch by batch, not whole: ``kernel_ready``)."""
+        return as_float_batch(x, self.n_inputs, self.dtype, name=name, cast=True, writeable=not whole)
 
-    def _check_xy(self, x, y, reuse=False):
+    def _check_xy(self, x, y, reuse=False, whole=False):
         """Validated (x, targets); with ``reuse``, targets that must be built
-        (class labels) go into a workspace of the network (train_step)."""
+        (class labels) go into a workspace of the network (train_step);
+        ``whole`` as for ``_check_x``."""
         if reuse and self._plain_labels_batch(x, y):
             # the common case in one kernel call; anything it refuses is looked
             # at again below, which raises the error that names the problem
             t = self._workspace("targets", x.shape[0], self.n_outputs)
             if self._k.check_and_one_hot(x, y, t):
                 return x, t
-        x = self._check_x(x)
+        x = self._check_x(x, whole=whole)
         out = self._workspace("targets", x.shape[0], self.n_outputs) if reuse else None
         return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
 
@@ -150,7 +153,8 @@ class NeuralNetwork(HoldsKernels):
         return (type(x) is np.ndarray and type(y) is np.ndarray and type(self.loss) is SoftmaxCrossEntropy
                 and x.dtype == self.dtype and y.dtype == np.int64 and x.ndim == 2 and y.ndim == 1
                 and x.shape[1] == self.n_inputs and 0 < x.shape[0] == y.shape[0]
-                and x.flags.c_contiguous)
+                and x.flags.c_contiguous and x.flags.writeable and x.flags.aligned
+                and y.flags.c_contiguous and y.flags.writeable and y.flags.aligned)
 
     def _workspace(self, name, batch, width):
         return rows(self._store, name, batch, width, self.dtype)
@@ -409,7 +413,7 @@ class NeuralNetwork(HoldsKernels):
         # delay: the bar appears only once the work has lasted a second ("long work")
         bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
                    desc="fit", leave=False)
-        with bar:
+        with bar, bar_notice(bar, "fit"):
             for epoch in range(1, epochs + 1):
                 order = rng.permutation(n) if shuffle else None
                 loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
@@ -440,7 +444,7 @@ class NeuralNetwork(HoldsKernels):
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         for la in self.layers:  # before anything is sized, or sent to other ranks, from them
             la._check_params()
-        X, T = self._check_xy(X, y)
+        X, T = self._check_xy(X, y, whole=True)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -449,7 +453,7 @@ class NeuralNetwork(HoldsKernels):
                     got += f" of length {len(validation_data)}"
                 raise TypeError(f"validation_data must be a pair (X_val, y_val), got a {got}")
             try:
-                val = self._check_xy(*validation_data)
+                val = self._check_xy(*validation_data, whole=True)
             except (TypeError, ValueError) as exc:  # say which X and y were wrong
                 raise type(exc)(f"validation_data: {exc}") from None
         try:
@@ -466,7 +470,7 @@ class NeuralNetwork(HoldsKernels):
             tbuf = aligned_empty((xbuf.shape[0], T.shape[1]), T.dtype)
         for step, s in enumerate(starts, start=1):
             if order is None:
-                yield step, X[s:s + batch_size], T[s:s + batch_size]
+                yield step, kernel_ready(X[s:s + batch_size]), T[s:s + batch_size]
             else:
                 idx = order[s:s + batch_size]
                 m = idx.shape[0]
@@ -521,19 +525,19 @@ class NeuralNetwork(HoldsKernels):
         """Network outputs for validated X, computed in chunks, as a new array."""
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         for s in range(0, X.shape[0], _PREDICT_CHUNK):
-            out[s:s + _PREDICT_CHUNK] = self._forward(X[s:s + _PREDICT_CHUNK])
+            out[s:s + _PREDICT_CHUNK] = self._forward(kernel_ready(X[s:s + _PREDICT_CHUNK]))
         return out
 
     def predict(self, X):
         """Predictions: class labels for the classification losses (shape
         (n,) for softmax, (n, C) or (n,) for binary), outputs for regression."""
-        return self.loss.predict(self._outputs(self._check_x(X)))
+        return self.loss.predict(self._outputs(self._check_x(X, whole=True)))
 
     def predict_proba(self, X):
         """Class probabilities (softmax or sigmoid of the logits), shape (n, C)."""
         if not self.loss.is_classifier:
             raise TypeError(f"predict_proba needs a classification loss, not {self.loss!r}")
-        return self.loss.predict_proba(self._outputs(self._check_x(X)))
+        return self.loss.predict_proba(self._outputs(self._check_x(X, whole=True)))
 
     def evaluate(self, X, y, comm=None):
         """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict.
@@ -541,11 +545,11 @@ class NeuralNetwork(HoldsKernels):
         With an mpi4py ``comm``, ``X``, ``y`` are this rank's shard and every
         rank gets the means over all the ranks' samples."""
         if comm is None:
-            return self._evaluate(*self._check_xy(X, y))
+            return self._evaluate(*self._check_xy(X, y, whole=True))
         from fastnet import distributed
 
         def local():
-            x, t = self._check_xy(X, y)
+            x, t = self._check_xy(X, y, whole=True)
             return self._evaluate(x, t), x.shape[0]
 
         return distributed.global_scores(distributed.check_comm(comm), local, "evaluate")

@@ -160,8 +160,8 @@ def profile(widths=(512,), activations=("relu",), dtypes=("float32",), backends=
                              f"{', '.join(fn.available_backends())}")
     if threads is not None:
         fn.set_num_threads(threads)
-    warmup_s = fn.warmup() if "numba" in backends else 0.0
-    results = {"env": environment(), "jit_warmup_seconds": warmup_s, "peak_gflops": {},
+    compiled_before = fn.backend.compile_seconds()
+    results = {"env": environment(), "peak_gflops": {},
                "peers": {}, "rows": [], "knees": {}, "settings": {
                    "widths": list(widths), "activations": list(activations), "dtypes": list(dtypes),
                    "backends": backends, "batches": list(batches), "repeats": repeats,
@@ -171,13 +171,16 @@ def profile(widths=(512,), activations=("relu",), dtypes=("float32",), backends=
         results["peak_gflops"][dtype] = gemm_peak(np.dtype(dtype))
     bar = tqdm(total=len(configs) * len(batches), desc="profile", unit="point",
                disable=not progress, leave=False, file=sys.stderr)
-    with bar:
+    # no warmup(): each point compiles what it runs, before it is timed (LayerCase),
+    # and the bar says so while it compiles
+    with bar, fn.backend.bar_notice(bar, "profile"):
         for width, activation, dtype in configs:
             for batch in batches:
                 rows = _profile_point(width, activation, np.dtype(dtype), batch, backends, peers,
                                       repeats, target_seconds, results["peers"])
                 results["rows"].extend(rows)
                 bar.update()
+    results["jit_compile_seconds"] = fn.backend.compile_seconds() - compiled_before
     for width, activation, dtype in configs:
         for name in {r["backend"] for r in results["rows"]}:
             pts = {r["batch"]: r["samples_per_s"] for r in results["rows"]

@@ -40,8 +40,8 @@ def warmup(dtype=None, *, backend="numba"):
     for a dtype that is not asked for.  Runs tiny networks of every activation,
     loss and optimizer through every training path (``NeuralNetwork.plan``:
     fused at small batches with and without momentum and weight decay, layered,
-    full-batch gradient descent) and prediction, so that a network of any depth
-    and size trains without compiling again.  The time is about the compile
+    full-batch gradient descent), prediction and evaluation, so that a network
+    of any depth and size then trains and predicts without compiling again.  The time is about the compile
     time when the on-disk cache is cold, far less when it is warm; 0.0 when
     the backend is not available (or is ``"numpy"``: nothing to compile).
     """
@@ -77,4 +77,5 @@ def warmup(dtype=None, *, backend="numba"):
                         net.train_step(x, np.zeros(batch, np.int64))  # class labels
                     net.fit(x, t, mode="gd", progress=False)
                 net.predict(np.ones((2, 3), dt))
+                net.evaluate(x, t)  # the loss alone, as validation_data computes it
     return time.perf_counter() - start

@@ -8,6 +8,8 @@
   the code of the kernels it calls, which live in other files: without the
   digest, an upgrade that changed ``activations.py`` alone would leave the
   cached forward pass computing the old activations.
+* ``on_compile``: callbacks told when the kernels start and stop compiling
+  (numba's ``numba:compile`` events; a kernel loaded from the cache sends none).
 * Calls by address (``Leaves``): a kernel that calls large kernels through
   their compiled addresses, passed to it at run time, instead of linking their
   code into its own (and arrays by address: ``data_address``, ``array_at``).
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import carray, njit, types
-from numba.core import cgutils
+from numba.core import cgutils, event
 from numba.core import config as numba_config
 from numba.core.caching import FunctionCache
 from numba.extending import intrinsic
@@ -140,6 +142,48 @@ jit = _decorator()
 jit_fma = _decorator(fastmath={"contract"})
 #: ``jit_fma`` where sums may also reassociate (several accumulators, vectorised).
 jit_dot = _decorator(fastmath={"contract", "reassoc"})
+
+
+# -- compile events ---------------------------------------------------------------------------
+class _CompileWatch(event.Listener):
+    """Calls each callback with True when a kernel of this package starts
+    compiling (the outermost, when kernels compile the kernels they call), and
+    with False when it is done."""
+
+    def __init__(self):
+        self.callbacks, self.depth = [], 0
+
+    @staticmethod
+    def _ours(ev):
+        func = getattr(ev.data.get("dispatcher"), "py_func", None)
+        return getattr(func, "__module__", "").startswith(__package__ + ".")
+
+    def on_start(self, ev):
+        if self._ours(ev):
+            self.depth += 1
+            if self.depth == 1:
+                for callback in list(self.callbacks):
+                    callback(True)
+
+    def on_end(self, ev):
+        if self._ours(ev):
+            self.depth -= 1
+            if self.depth == 0:
+                for callback in list(self.callbacks):
+                    callback(False)
+
+
+_WATCH = _CompileWatch()
+if not DISABLED:
+    event.register("numba:compile", _WATCH)
+
+
+def on_compile(callback):
+    """Call ``callback(True)`` when this package's kernels start compiling and
+    ``callback(False)`` when they are done (nothing for kernels loaded from
+    the cache); returns a function that removes the callback."""
+    _WATCH.callbacks.append(callback)
+    return lambda: _WATCH.callbacks.remove(callback) if callback in _WATCH.callbacks else None
 
 
 # -- calls by address ---------------------------------------------------------------------

@@ -99,7 +99,7 @@ def weight_grad(x, dz, dw):
     if batch <= loops_up_to(DW_LOOPS_MAX_BATCH, dw.nbytes):
         weight_grad_small(x, dz, dw)
     elif batch <= loops_up_to(DW_TILES_MAX_BATCH, dw.nbytes) and _tiles_take(dw, x, dz):
-        weight_grad_tiled(x, dz, dw, np.empty(padded_size(*x.shape, dz.shape[1], dw.itemsize), dw.dtype))
+        weight_grad_tiled(x, dz, dw)
     elif not gemm(1.0 / batch, x.T, dz, 0.0, dw):  # BLAS applies the 1/B itself
         np.matmul(x.T, dz, out=dw)  # no direct BLAS here: scale in a second pass
         np.multiply(dw, dw.dtype.type(1.0 / batch), out=dw)
@@ -299,7 +299,7 @@ def padded_size(batch, n_in, n_out, itemsize):
     return sum(batch * (n + pad) for n in (n_in, n_out) if n * itemsize % 2048 == 0)
 
 
-@jit
+@jit(inline="always")
 def _unaliased(a, scratch, start):
     """(a, its row length, start), or, where a's rows are a multiple of 2 KiB long,
     (a copy in scratch[start:] with rows one cache line longer, that length, the
@@ -331,15 +331,13 @@ def update_tiled(x, g, w, lr, scratch):
     product(w, n, xp, _0, _1, ldx, gp, ldg, n_in, n_rows, n, -lr / T(n_rows), n * w.itemsize % 2048 == 0)
 
 
-@jit_fma
-def weight_grad_tiled(x, dz, dw, scratch):
-    """dw = x.T @ dz / B (C-contiguous, one dtype) by register tiles (scratch as
-    for ``update_tiled``)."""
-    for i in range(dw.shape[0]):
-        row = dw[i]
-        for j in range(row.size):
-            row[j] = 0
+def weight_grad_tiled(x, dz, dw):
+    """dw = x.T @ dz / B (C-contiguous, one dtype) by register tiles: the tiled
+    update of zeros with a step of -1 (one kernel to compile, not two)."""
+    dw.fill(0)
+    scratch = np.empty(padded_size(*x.shape, dz.shape[1], dw.itemsize), dw.dtype)
     update_tiled(x, dz, dw, dw.dtype.type(-1), scratch)  # dw -= (-1) x.T @ dz / B
+    return dw
 
 
 @jit_dot
