@@ -429,12 +429,15 @@ def _scratch(x, g, dtype):
 
 def _step_on_zero_weights(x, dz, update, dtype):
     """-(x.T @ dz / B) from one SGD step of lr 1 on zero weights (and zero velocity),
-    by ``update``: "tiled", "rows" or "momentum"."""
+    by ``update``: "tiled", "tiled-unaliased" (rows that do not alias only), "rows"
+    or "momentum"."""
     T = np.dtype(dtype).type
     w = np.zeros((x.shape[1], dz.shape[1]), dtype)
     scratch = _scratch(x, dz, dtype)
     if update == "tiled":
         dense.update_tiled(x, dz, w, T(1), scratch)
+    elif update == "tiled-unaliased":
+        dense.update_tiled_unaliased(x, dz, w, T(1), scratch)
     elif update == "rows":
         fused.update_rows_plain(x, dz, w, T(1), T(0), scratch)
     else:
@@ -461,7 +464,9 @@ def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
         dx = np.full_like(x, np.nan)
         dense.input_grad_small(dz, w, dx)
         assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
-        for update in ("tiled", "rows", "momentum"):  # momentum 0.9 from zero velocity: v = dw
+        aliased = dense.tiled_update(n_in, n_out, x.itemsize) is dense.update_tiled
+        for update in ("tiled", "rows", "momentum") + (() if aliased else ("tiled-unaliased",)):
+            # momentum 0.9 from zero velocity: v = dw
             got = _step_on_zero_weights(x, dz, update, dtype)
             assert_agree(got, (-dw_ref).astype(dtype), dtype, scale, f"update {update}")
 

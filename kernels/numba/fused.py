@@ -19,7 +19,16 @@ from numba import types
 
 from .activations import BACKWARD, FORWARD
 from .cpu import Leaves, array_at, data_address, jit, jit_fma, wide_vectors
-from .dense import copy_row, forward_rows, forward_tiles, input_grad_small, padded_size, update_tiled
+from .dense import (
+    aliasing,
+    copy_row,
+    forward_rows,
+    forward_tiles,
+    input_grad_small,
+    padded_size,
+    update_tiled,
+    update_tiled_unaliased,
+)
 from .losses import LOSS_AND_GRAD
 from .optimizers import momentum_rule, tiny
 from .tuning import UPDATE_TILES_MIN_BATCH
@@ -173,7 +182,8 @@ LEAVES = Leaves(
     (LOSS_AND_GRAD, lambda dt: dt(_m(dt), _m(dt), _m(dt))),
     (BACKWARD, lambda dt: types.none(types.float64, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
     (input_grad_small, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
-    (update_tiled, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
+    # code 0: no row of x, g or w aliases; 1: some do (the table's ALIASED column)
+    ((update_tiled_unaliased, update_tiled), lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
     (update_rows_plain, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, _v(dt))),
     (update_rows_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean,
                                                  _v(dt))),
@@ -187,7 +197,7 @@ _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
 # velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs
 # and activation code.
-W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND = range(10)
+W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED = range(11)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
 
 
@@ -228,7 +238,7 @@ def _fused_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, moment
             _call(fns, UPDATE_BIAS_MOMENTUM, 0, (g, b, vb, lr_, mu, wd, nesterov, scratch))
         else:
             if update == UPDATE_TILED:
-                _call(fns, UPDATE_TILED, 0, (x_i, g, w, lr_, scratch))
+                _call(fns, UPDATE_TILED, table[i, ALIASED], (x_i, g, w, lr_, scratch))
             else:
                 _call(fns, UPDATE_PLAIN, 0, (x_i, g, w, lr_, wd, scratch))
             _call(fns, UPDATE_BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
@@ -262,7 +272,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     dtype, batch = np.asarray(ws[0]).dtype, np.shape(as_[0])[0]
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"the fused step computes in float32 or float64, got {dtype}")
-    table = np.zeros((len(layers), KIND + 1), np.int64)
+    table = np.zeros((len(layers), ALIASED + 1), np.int64)
     velocities, need = [], 0
     for i, (w, b, vw, vb, a, y, g, kind, _) in enumerate(layers):
         n_in, n_out = w.shape if isinstance(w, np.ndarray) and w.ndim == 2 else (-1, -1)
@@ -281,7 +291,8 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
             raise ValueError(f"layer {i}'s activation code must index fastnet.kernels.ACTIVATIONS, "
                              f"got {kind}")
         table[i] = [data_address(w), data_address(b), data_address(vw), data_address(vb),
-                    data_address(a), data_address(y), data_address(g), n_in, n_out, int(kind)]
+                    data_address(a), data_address(y), data_address(g), n_in, n_out, int(kind),
+                    aliasing(n_in, dtype.itemsize) or aliasing(n_out, dtype.itemsize)]
         need = max(need, 5 * n_out, padded_size(batch, n_in, n_out, dtype.itemsize))
     plan = FusedPlan()
     plan.arrays = tuple(layers)
@@ -338,7 +349,8 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
         if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
             raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
         LEAVES.need(plan.dtype, LOSS, loss_kind)
-        LEAVES.need(plan.dtype, update)
+        for code in set(plan.table[:, ALIASED].tolist()) if update == UPDATE_TILED else (0,):
+            LEAVES.need(plan.dtype, update, code)
         LEAVES.need(plan.dtype, UPDATE_BIAS_MOMENTUM if update == UPDATE_MOMENTUM else UPDATE_BIAS_PLAIN)
         plan.ready.add((loss_kind, update))
     return _fused_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, loss_kind, update, lr,
