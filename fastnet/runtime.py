@@ -6,6 +6,9 @@ compiled kernels start no threads of their own, so with this setting the
 process never runs more compute threads than ``n``, at any batch size.
 """
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -32,25 +35,32 @@ def get_num_threads():
     return max(pools) if pools else 1
 
 
-def warmup(dtype=None, *, backend="numba"):
+def warmup(dtype=None, *, backend="numba", processes=None):
     """Compile the JIT kernels ahead of time; returns the seconds it took.
 
     ``dtype``: None for the layers' default, float32; ``"float32"`` or
     ``"float64"`` (or the NumPy types); ``"all"`` for both.  Nothing is compiled
-    for a dtype that is not asked for.  Runs tiny networks of every activation,
-    loss and optimizer through every training path (``NeuralNetwork.plan``:
-    fused at small batches with and without momentum and weight decay, layered,
-    full-batch gradient descent), prediction and evaluation, so that a network
-    of any depth and size then trains and predicts without compiling again.  The time is about the compile
-    time when the on-disk cache is cold, far less when it is warm; 0.0 when
-    the backend is not available (or is ``"numpy"``: nothing to compile).
+    for a dtype that is not asked for.  Every kernel signature the training
+    paths use is compiled (``fastnet.kernels.numba.warm``), split between
+    ``processes`` processes (default: one per core this process may use, at
+    most 4): numba compiles one kernel at a time in a process, and each process
+    leaves its kernels in numba's on-disk cache for the others.  Then tiny
+    networks of every activation, loss and optimizer run through every
+    training path (``NeuralNetwork.plan``: fused at small batches with and
+    without momentum and weight decay, layered, full-batch gradient descent),
+    prediction and evaluation, loading those kernels into this process, so
+    that a network of any depth and size then trains and predicts without
+    compiling again.  The time is about the compile time when the on-disk
+    cache is cold, far less when it is warm; 0.0 when the backend is not
+    available (or is ``"numpy"``: nothing to compile).
     """
     import fastnet as fn
+    from fastnet._validation import positive_int
     from fastnet.backend import available_backends
     from fastnet.kernels import ACTIVATIONS
 
     if isinstance(dtype, str) and dtype == "all":
-        dtypes = (np.float32, np.float64)
+        dtypes = (np.dtype(np.float32), np.dtype(np.float64))
     else:
         from fastnet.layers import float_dtype
 
@@ -58,11 +68,13 @@ def warmup(dtype=None, *, backend="numba"):
             dtypes = (float_dtype(np.float32 if dtype is None else dtype),)
         except ValueError:
             raise ValueError(f"dtype must be None, 'float32', 'float64' or 'all', got {dtype!r}") from None
+    processes = min(_usable_cores(), 4) if processes is None else positive_int(processes, "processes")
     if backend == "auto":
         backend = available_backends()[-1]
     if backend not in available_backends() or backend == "numpy":  # nothing to compile
         return 0.0
     start = time.perf_counter()
+    _compile_in_processes([d.name for d in dtypes], processes)
     for dt in dtypes:
         for loss in (fn.SoftmaxCrossEntropy(), fn.MeanSquaredError(), fn.BinaryCrossEntropy()):
             for opt in (fn.SGD(0.0), fn.SGD(0.0, momentum=0.5), fn.SGD(0.0, weight_decay=0.5), fn.Adam(0.0)):
@@ -79,3 +91,44 @@ def warmup(dtype=None, *, backend="numba"):
                 net.predict(np.ones((2, 3), dt))
                 net.evaluate(x, t)  # the loss alone, as validation_data computes it
     return time.perf_counter() - start
+
+
+def _usable_cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _compile_in_processes(dtypes, processes):
+    """Compile every kernel signature of ``dtypes``: a share in this process and,
+    once it finds a kernel to compile (the on-disk cache is cold), one share in
+    each of ``processes - 1`` new ones.  A helper that fails leaves its share to
+    the networks of ``warmup``, which compile what they do not find."""
+    from fastnet.kernels.numba import cpu, warm
+
+    if cpu.DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
+        return
+    # the helpers import this fastnet, wherever it was imported from
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    helpers = []
+
+    def start_helpers(starting):
+        if starting and not helpers:
+            command = [sys.executable, "-m", "fastnet.kernels.numba.warm", ",".join(dtypes)]
+            helpers.extend(subprocess.Popen(command + [str(part), str(processes)], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                           for part in range(1, processes))
+
+    stop_watching = cpu.on_compile(start_helpers)
+    try:
+        warm.compile_share(dtypes, 0, processes)
+    finally:
+        stop_watching()
+        for helper in helpers:
+            try:
+                helper.wait(timeout=900)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()

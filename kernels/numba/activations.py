@@ -20,7 +20,7 @@ import numpy as np
 from fastnet.kernels import ACTIVATIONS, ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, SOFTPLUS, TANH
 from fastnet.kernels.numpy import activations as _ref
 
-from .cpu import jit
+from .cpu import by_code, jit
 from .tuning import UFUNC_FORWARD, UFUNC_GRAD
 
 __all__ = ["activation_derivative", "activation_forward", "activation_grad"]
@@ -38,7 +38,6 @@ def sigmoid(v, one):
 
 
 def _make_forward(kind):
-    @jit
     def forward(b, alpha, a, y, add_bias):
         """y = f(a) for (B, n) arrays, after a += b (row-broadcast) when
         ``add_bias``: each row finished while in cache (alpha: a float)."""
@@ -86,7 +85,6 @@ def _make_forward(kind):
 
 
 def _make_backward(kind):
-    @jit
     def backward(alpha, a, y, dy, dz, db, with_db):
         """dz = dy * f'(a) for (B, n) arrays (y = f(a); dz may be dy), and, when
         ``with_db``, db = the column mean of dz in the same pass (alpha: a float)."""
@@ -143,8 +141,8 @@ def _make_backward(kind):
 #: ``BACKWARD[kind](alpha, a, y, dy, dz, db, with_db)`` (alpha a Python float, cast
 #: inside, so that every caller compiles the same signature; b and db are not
 #: read without their flag: pass any (1, n) or larger array of the dtype).
-FORWARD = tuple(_make_forward(kind) for kind in range(len(ACTIVATIONS)))
-BACKWARD = tuple(_make_backward(kind) for kind in range(len(ACTIVATIONS)))
+FORWARD = by_code(_make_forward, ACTIVATIONS, jit)
+BACKWARD = by_code(_make_backward, ACTIVATIONS, jit)
 
 
 def _rows(a):

@@ -144,6 +144,21 @@ jit_fma = _decorator(fastmath={"contract"})
 jit_dot = _decorator(fastmath={"contract", "reassoc"})
 
 
+def by_code(make, names, decorate):
+    """``decorate(make(code))`` for each code of ``names`` (a code table such as
+    ``fastnet.kernels.ACTIVATIONS``), each function named after its code
+    ("forward_relu"): a kernel per code, each with its own index in numba's
+    on-disk cache, which numba names after the function.  (Under one name the
+    kernels would share one index, and processes compiling them at once, as
+    ``warm`` does, would overwrite each other's entries.)"""
+    kernels = []
+    for code, name in enumerate(names):
+        func = make(code)
+        func.__name__ = func.__qualname__ = f"{func.__name__}_{name}"
+        kernels.append(decorate(func))
+    return tuple(kernels)
+
+
 # -- compile events ---------------------------------------------------------------------------
 class _CompileWatch(event.Listener):
     """Calls each callback with True when a kernel of this package starts
@@ -189,7 +204,13 @@ def on_compile(callback):
 # -- calls by address ---------------------------------------------------------------------
 def _address(kernel, sig):
     """The address of ``kernel`` compiled for ``sig`` (compiled now or loaded from the cache)."""
-    cres = kernel.get_compile_result(sig)
+    # compiled for the argument types alone, as a call from Python compiles it: numba
+    # keys its on-disk cache on what it is given, and a full signature (with the
+    # return type) would be another entry, compiled again by every other process
+    kernel.compile(sig.args)
+    cres = kernel.overloads[tuple(sig.args)]
+    if cres.signature.return_type != sig.return_type:
+        raise TypeError(f"{kernel.__name__} returns {cres.signature.return_type}, not {sig.return_type}")
     return cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
 
 

@@ -202,8 +202,11 @@ _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see d
 
 
 @jit
-def _fused_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, momentum, weight_decay,
-                nesterov):
+def compiled_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, momentum, weight_decay,
+                  nesterov):
+    """The step of ``fused_sgd_step``, on a plan's table of addresses (``fns``:
+    ``LEAVES.table(dtype)``; ``update``: which update kernel, chosen by the caller,
+    which has made sure that every kernel the step reaches is compiled)."""
     T = x.dtype.type
     lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
     n_layers, batch = table.shape[0], x.shape[0]
@@ -353,5 +356,5 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
             LEAVES.need(plan.dtype, update, code)
         LEAVES.need(plan.dtype, UPDATE_BIAS_MOMENTUM if update == UPDATE_MOMENTUM else UPDATE_BIAS_PLAIN)
         plan.ready.add((loss_kind, update))
-    return _fused_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, loss_kind, update, lr,
-                       momentum, weight_decay, nesterov)
+    return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, loss_kind, update, lr,
+                         momentum, weight_decay, nesterov)

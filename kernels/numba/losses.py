@@ -12,7 +12,7 @@ import numpy as np
 from fastnet.kernels import LOSSES, MSE, SOFTMAX_XENT
 
 from .activations import sigmoid
-from .cpu import jit, jit_dot
+from .cpu import by_code, jit, jit_dot
 
 __all__ = ["check_and_one_hot", "loss_and_grad", "loss_grad", "loss_value", "softmax"]
 
@@ -59,7 +59,6 @@ def softmax(z, out):
 
 
 def _make_loss_value(kind):
-    @jit_dot
     def value(z, t):
         """The mean loss (accumulated in float64, in any order) as z's dtype."""
         n_rows, c = z.shape
@@ -93,7 +92,6 @@ def _make_loss_value(kind):
 
 
 def _make_loss_and_grad(kind):
-    @jit_dot
     def loss_and_grad(z, t, out):
         """The mean loss (as ``value``), returned, and its per-sample gradient into
         out, in one pass over z."""
@@ -138,8 +136,8 @@ def _make_loss_and_grad(kind):
 
 #: Per loss code: ``LOSS_VALUE[kind](z, t)`` and ``LOSS_AND_GRAD[kind](z, t, out)``,
 #: each compiled with the code as a constant (the other losses' code is dropped).
-LOSS_VALUE = tuple(_make_loss_value(kind) for kind in range(len(LOSSES)))
-LOSS_AND_GRAD = tuple(_make_loss_and_grad(kind) for kind in range(len(LOSSES)))
+LOSS_VALUE = by_code(_make_loss_value, LOSSES, jit_dot)
+LOSS_AND_GRAD = by_code(_make_loss_and_grad, LOSSES, jit_dot)
 
 
 def loss_value(kind, z, t):

@@ -1,0 +1,60 @@
+"""Every kernel signature the training paths compile, per dtype, and compiling a
+share of them (no twin in ``fastnet.kernels.numpy``: nothing there compiles).
+
+``fastnet.warmup`` splits the list between processes, one per core: numba
+compiles one kernel at a time in a process (it holds a lock for the whole
+compile), so on 2 cores a second process halves the wall time of compiling
+everything.  Each process leaves what it compiled in numba's on-disk cache,
+where the others load it from.
+
+    python -m fastnet.kernels.numba.warm DTYPES PART PARTS
+
+compiles (or loads) signatures PART, PART + PARTS, ... of DTYPES
+(comma-separated float32, float64).
+"""
+
+import sys
+
+import numpy as np
+from numba import types
+
+from . import dense, fused, losses, optimizers
+
+
+def signatures(dtype):
+    """(kernel, argument types) of every kernel the training paths call with
+    arrays of ``dtype``: the fused step's kernels (``fused.LEAVES``, as it calls
+    them) and the step itself, then the rest of the layered path's."""
+    dt = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    m, f64, i64 = types.Array(dt, 2, "C"), types.float64, types.int64
+    out = [(kernel, signature(dt).args)
+           for kernels, signature in fused.LEAVES.entries for kernel in kernels]
+    out += [
+        (fused.compiled_step, (m, m, types.Array(i64, 1, "C"), types.Array(i64, 2, "C"),
+                               types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), i64, i64, f64, f64,
+                               f64, types.boolean)),
+        (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
+        (dense.weight_grad_small, (m, m, m)),
+        (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),
+        (optimizers.adam_step, (m, m, m, m, f64, f64, f64, f64, f64, i64)),
+        (optimizers.running_mean, (m, m, f64)),
+    ]
+    out += [(kernel, (m, m)) for kernel in losses.LOSS_VALUE]
+    return out
+
+
+def compile_share(dtypes, part, parts):
+    """Compile (or load from the cache) signatures part, part + parts, ... of the
+    ``signatures`` of ``dtypes``, one list after the other."""
+    work = [entry for dtype in dtypes for entry in signatures(dtype)]
+    for kernel, args in work[part::parts]:
+        kernel.compile(args)
+
+
+def main(argv):
+    dtypes, part, parts = argv
+    compile_share(dtypes.split(","), int(part), int(parts))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
