@@ -5,8 +5,9 @@
 Times, side by side in one process (medians after warm-up), ``x.T @ dz`` and
 ``dz @ w.T`` by NumPy's BLAS and by ``fastnet.kernels.numba``'s loops for
 batch sizes 1 to 32, float32 (``x.T @ dz`` by row loops and by register tiles),
-and the forward pass (``x @ w``, bias and ReLU) by ``dense.forward_tiles`` and ``forward_rows`` (register
-tiles) against the layer's BLAS forward.  The thresholds in ``kernels/numba/tuning.py``
+and the forward pass (``x @ w``, bias and ReLU) by ``dense.forward_tiles`` and
+``FORWARD_ROWS`` (register tiles and loops) against the layer's BLAS forward.
+The thresholds in ``kernels/numba/tuning.py``
 (``DW_LOOPS_MAX_BATCH``, ``DX_LOOPS_*``, ``FWD_LOOPS_*``) come from this table
 (``DW_TILES_MAX_BATCH`` from it and from whole layer passes, where BLAS's
 threads stay warm); they differ between machines, so there is one set per
@@ -35,7 +36,7 @@ def _candidates(x, w, dz):
         if batch >= 4:
             dense.forward_tiles(x, w, b, a)
         if batch % 4:
-            dense.forward_rows(x, w, b, a)
+            dense.FORWARD_ROWS[dense.forward_rows_code(batch)](x, w, b, a)
         activations.FORWARD[relu](b, 0.0, a, y, False)
 
     return {
@@ -44,7 +45,7 @@ def _candidates(x, w, dz):
         "dw loops": lambda: dense.weight_grad_small(x, dz, dw),
         "dw tiles": lambda: dense.weight_grad_tiled(x, dz, dw),
         "dw blas": lambda: _blas.gemm(1.0 / batch, x.T, dz, 0.0, dw) or np.matmul(x.T, dz, out=dw),
-        "dx loops": lambda: dense.input_grad_small(dz, w, dx),
+        "dx loops": lambda: dense.INPUT_GRAD_SMALL[dense.input_grad_code(batch)](dz, w, dx),
         "dx blas": lambda: np.matmul(dz, w.T, out=dx),
     }
 

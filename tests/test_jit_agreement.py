@@ -419,7 +419,7 @@ def _forward_by_loops(x, w, b, a):
     if x.shape[0] >= 4:
         dense.forward_tiles(x, w, b, a)
     if x.shape[0] % 4:
-        dense.forward_rows(x, w, b, a)
+        dense.FORWARD_ROWS[dense.forward_rows_code(x.shape[0])](x, w, b, a)
 
 
 def _scratch(x, g, dtype):
@@ -439,9 +439,10 @@ def _step_on_zero_weights(x, dz, update, dtype):
     elif update == "tiled-unaliased":
         dense.update_tiled_unaliased(x, dz, w, T(1), scratch)
     elif update == "rows":
-        fused.update_rows_plain(x, dz, w, T(1), T(0), scratch)
+        fused.UPDATE_ROWS_PLAIN[fused.rows_code(x.shape[0])](x, dz, w, T(1), T(0), scratch)
     else:
-        fused.update_rows_momentum(x, dz, w, np.zeros_like(w), T(1), T(0.9), T(0), False, scratch)
+        update = fused.UPDATE_ROWS_MOMENTUM[fused.rows_code(x.shape[0])]
+        update(x, dz, w, np.zeros_like(w), T(1), T(0.9), T(0), False, scratch)
     return w
 
 
@@ -462,7 +463,7 @@ def test_loop_kernels_agree_at_every_small_batch(dtype, batch):
             kernel(x, dz, dw)
             assert_agree(dw, dw_ref.astype(dtype), dtype, scale, f"dw {name}")
         dx = np.full_like(x, np.nan)
-        dense.input_grad_small(dz, w, dx)
+        dense.INPUT_GRAD_SMALL[dense.input_grad_code(batch)](dz, w, dx)
         assert_agree(dx, (dz64 @ w.T).astype(dtype), dtype, np.abs(dz) @ np.abs(w).T, "dx loops")
         aliased = dense.tiled_update(n_in, n_out, x.itemsize) is dense.update_tiled
         for update in ("tiled", "rows", "momentum") + (() if aliased else ("tiled-unaliased",)):

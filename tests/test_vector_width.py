@@ -27,9 +27,9 @@ def _fma_counts(monkeypatch, wide):
     ``cpu.VEC_BYTES``; the hint is for the loops that LLVM vectorises.)"""
     monkeypatch.setattr(cpu, "WIDE_VECTORS", wide)
     # the loops' Python function, compiled afresh here (not cached) under the hint
-    kernel = njit(fastmath={"contract"})(dense.forward_rows.py_func)
+    kernel = njit(fastmath={"contract"})(dense.FORWARD_ROWS[1].py_func)
 
-    x, w = np.ones((3, 40), np.float32), np.ones((40, 300), np.float32)
+    x, w = np.ones((3, 40), np.float32), np.ones((40, 300), np.float32)  # 3 rows: a pair and one
     a, b = np.zeros((3, 300), np.float32), np.zeros((1, 300), np.float32)
     kernel(x, w, b, a)
     np.testing.assert_array_equal(a, 40.0)  # sums of 40 ones: exact at any width

@@ -21,7 +21,7 @@ from fastnet.kernels._blas import gemm
 
 from . import cpu
 from .activations import FORWARD, backward_prologue, forward_epilogue
-from .cpu import jit, jit_dot, jit_fma, wide_vectors
+from .cpu import by_code, jit, jit_dot, jit_fma, wide_vectors
 from .optimizers import sgd_step
 from .tiles import tile_fma
 from .tuning import (
@@ -50,7 +50,7 @@ def dense_forward(x, w, b, kind, alpha, a, y):
         if x.shape[0] >= 4:
             forward_tiles(x, w, b, a)
         if x.shape[0] % 4:
-            forward_rows(x, w, b, a)
+            FORWARD_ROWS[forward_rows_code(x.shape[0])](x, w, b, a)
         FORWARD[kind](b, float(alpha), a, y, False)
         return y
     np.matmul(x, w, out=a)
@@ -67,7 +67,7 @@ def dense_backward(x, a, y, dy, kind, alpha, dz, dw, db):
 def input_grad(dz, w, dx):
     """Same contract as ``fastnet.kernels.numpy.input_grad``."""
     if DX_LOOPS_MIN_BATCH <= dz.shape[0] <= loops_up_to(DX_LOOPS_MAX_BATCH, w.nbytes):
-        input_grad_small(dz, w, dx)
+        INPUT_GRAD_SMALL[input_grad_code(dz.shape[0])](dz, w, dx)
     else:
         np.matmul(dz, w.T, out=dx)
     return dx
@@ -112,7 +112,7 @@ def _tiles_take(out, *arrays):
 
 
 def _fwd_by_loops(x, w, b, a, y):
-    """x @ w (with bias and activation) by ``forward_tiles`` and ``forward_rows``:
+    """x @ w (with bias and activation) by ``forward_tiles`` and ``FORWARD_ROWS``:
     for their batch sizes, and arrays they take (C-contiguous, one dtype)."""
     return (FWD_LOOPS_MIN_BATCH <= x.shape[0] <= loops_up_to(FWD_LOOPS_MAX_BATCH, w.nbytes)
             and _tiles_take(a, x, w, b, y))
@@ -210,7 +210,7 @@ def copy_row(src, dst):
 def forward_tiles(x, w, b, a):
     """a = x @ w + b for the first B // 4 * 4 rows (C-contiguous arrays), by
     register tiles (measured 1.3-1.6x faster than the sweeping loops of
-    ``forward_rows`` at B = 4-16, 784 x 256 and 256 x 256, Zen 3)."""
+    ``FORWARD_ROWS`` at B = 4-16, 784 x 256 and 256 x 256, Zen 3)."""
     wide_vectors()
     n_rows, n_in = x.shape
     n = w.shape[1]
@@ -224,49 +224,64 @@ def forward_tiles(x, w, b, a):
         k0 += kb
 
 
-@jit_fma
-def forward_rows(x, w, b, a):
-    """a = x @ w + b for the rows after the first B // 4 * 4 (the last 0-3, where a
-    four-row register tile would be mostly empty), by loops that sweep each row
-    of a with eight rows of w at a time, two rows of a per sweep."""
-    wide_vectors()
-    n_rows, n_in = x.shape
-    r0 = n_rows // 4 * 4
-    for r in range(r0, n_rows):
-        copy_row(b[0], a[r])
-    i = 0
-    while i + 8 <= n_in:
-        w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
-        w4, w5, w6, w7 = w[i + 4], w[i + 5], w[i + 6], w[i + 7]
-        r = r0
-        while r + 2 <= n_rows:
-            p, q, ar, br = x[r], x[r + 1], a[r], a[r + 1]
-            p0, p1, p2, p3 = p[i], p[i + 1], p[i + 2], p[i + 3]
-            p4, p5, p6, p7 = p[i + 4], p[i + 5], p[i + 6], p[i + 7]
-            q0, q1, q2, q3 = q[i], q[i + 1], q[i + 2], q[i + 3]
-            q4, q5, q6, q7 = q[i + 4], q[i + 5], q[i + 6], q[i + 7]
-            for j in range(ar.size):
-                ar[j] += ((p0 * w0[j] + p1 * w1[j] + p2 * w2[j] + p3 * w3[j])
-                          + (p4 * w4[j] + p5 * w5[j] + p6 * w6[j] + p7 * w7[j]))
-                br[j] += ((q0 * w0[j] + q1 * w1[j] + q2 * w2[j] + q3 * w3[j])
-                          + (q4 * w4[j] + q5 * w5[j] + q6 * w6[j] + q7 * w7[j]))
-            r += 2
-        if r < n_rows:
-            p, ar = x[r], a[r]
-            p0, p1, p2, p3 = p[i], p[i + 1], p[i + 2], p[i + 3]
-            p4, p5, p6, p7 = p[i + 4], p[i + 5], p[i + 6], p[i + 7]
-            for j in range(ar.size):
-                ar[j] += ((p0 * w0[j] + p1 * w1[j] + p2 * w2[j] + p3 * w3[j])
-                          + (p4 * w4[j] + p5 * w5[j] + p6 * w6[j] + p7 * w7[j]))
-        i += 8
-    while i < n_in:
-        wi = w[i]
+def _make_forward_rows(pairs):
+    def forward_rows(x, w, b, a):
+        """a = x @ w + b for the rows after the first B // 4 * 4 (the last 1-3, where
+        a four-row register tile would be mostly empty), by loops that sweep each
+        row of a with eight rows of w at a time: two rows of a per sweep, and the
+        last alone (``pairs`` False: one row is left, and the pair loop is not
+        compiled)."""
+        wide_vectors()
+        n_rows, n_in = x.shape
+        r0 = n_rows // 4 * 4
         for r in range(r0, n_rows):
-            xi = x[r, i]
-            ar = a[r]
-            for j in range(ar.size):
-                ar[j] += xi * wi[j]
-        i += 1
+            copy_row(b[0], a[r])
+        i = 0
+        while i + 8 <= n_in:
+            w0, w1, w2, w3 = w[i], w[i + 1], w[i + 2], w[i + 3]
+            w4, w5, w6, w7 = w[i + 4], w[i + 5], w[i + 6], w[i + 7]
+            r = r0
+            if pairs:
+                while r + 2 <= n_rows:
+                    p, q, ar, br = x[r], x[r + 1], a[r], a[r + 1]
+                    p0, p1, p2, p3 = p[i], p[i + 1], p[i + 2], p[i + 3]
+                    p4, p5, p6, p7 = p[i + 4], p[i + 5], p[i + 6], p[i + 7]
+                    q0, q1, q2, q3 = q[i], q[i + 1], q[i + 2], q[i + 3]
+                    q4, q5, q6, q7 = q[i + 4], q[i + 5], q[i + 6], q[i + 7]
+                    for j in range(ar.size):
+                        ar[j] += ((p0 * w0[j] + p1 * w1[j] + p2 * w2[j] + p3 * w3[j])
+                                  + (p4 * w4[j] + p5 * w5[j] + p6 * w6[j] + p7 * w7[j]))
+                        br[j] += ((q0 * w0[j] + q1 * w1[j] + q2 * w2[j] + q3 * w3[j])
+                                  + (q4 * w4[j] + q5 * w5[j] + q6 * w6[j] + q7 * w7[j]))
+                    r += 2
+            if r < n_rows:
+                p, ar = x[r], a[r]
+                p0, p1, p2, p3 = p[i], p[i + 1], p[i + 2], p[i + 3]
+                p4, p5, p6, p7 = p[i + 4], p[i + 5], p[i + 6], p[i + 7]
+                for j in range(ar.size):
+                    ar[j] += ((p0 * w0[j] + p1 * w1[j] + p2 * w2[j] + p3 * w3[j])
+                              + (p4 * w4[j] + p5 * w5[j] + p6 * w6[j] + p7 * w7[j]))
+            i += 8
+        while i < n_in:
+            wi = w[i]
+            for r in range(r0, n_rows):
+                xi = x[r, i]
+                ar = a[r]
+                for j in range(ar.size):
+                    ar[j] += xi * wi[j]
+            i += 1
+
+    return forward_rows
+
+
+#: ``FORWARD_ROWS[code](x, w, b, a)``: code ``forward_rows_code(B)``.  Split so
+#: that B % 4 == 1 (B = 1 above all) compiles the one-row sweep alone.
+FORWARD_ROWS = by_code(lambda code: _make_forward_rows(code == 1), ("one", "pairs"), jit_fma)
+
+
+def forward_rows_code(batch):
+    """Which ``FORWARD_ROWS`` kernel takes the last rows of a batch (B % 4 != 0)."""
+    return 0 if batch % 4 == 1 else 1
 
 
 # -- backward: the weight gradient and the input gradient ------------------------------------------
@@ -368,45 +383,59 @@ def weight_grad_tiled(x, dz, dw):
     return dw
 
 
-@jit_dot
-def input_grad_small(dz, w, dx):
-    """dx[r, i] = dz[r] . w[i]: contiguous dot products, each row of w read once;
-    two rows of w by four rows of dz per sweep, eight sums at a time (measured
-    1.25-1.55x faster than one row of w per sweep at 256 x 256, 512 x 512 and
-    784 x 256, B = 4-16, Zen 3: fewer loads per multiply-add)."""
-    wide_vectors()
-    n_rows, n = dz.shape
-    n_in = w.shape[0]
-    zero = dz.dtype.type(0)
-    for i in range(0, n_in, 2):
-        pair = i + 1 < n_in
-        wi = w[i]
-        wk = w[i + 1] if pair else wi  # an odd last row is summed twice, stored once
-        r = 0
-        while r + 4 <= n_rows:
-            d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
-            s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = zero
-            for j in range(n):
-                u, v = wi[j], wk[j]
-                s0 += d0[j] * u
-                s1 += d1[j] * u
-                s2 += d2[j] * u
-                s3 += d3[j] * u
-                t0 += d0[j] * v
-                t1 += d1[j] * v
-                t2 += d2[j] * v
-                t3 += d3[j] * v
-            dx[r, i], dx[r + 1, i], dx[r + 2, i], dx[r + 3, i] = s0, s1, s2, s3
-            if pair:
-                dx[r, i + 1], dx[r + 1, i + 1], dx[r + 2, i + 1], dx[r + 3, i + 1] = t0, t1, t2, t3
-            r += 4
-        while r < n_rows:
-            dr = dz[r]
-            s0 = t0 = zero
-            for j in range(n):
-                s0 += dr[j] * wi[j]
-                t0 += dr[j] * wk[j]
-            dx[r, i] = s0
-            if pair:
-                dx[r, i + 1] = t0
-            r += 1
+def _make_input_grad_small(blocks):
+    def input_grad_small(dz, w, dx):
+        """dx[r, i] = dz[r] . w[i]: contiguous dot products, each row of w read once;
+        two rows of w by four rows of dz per sweep, eight sums at a time (measured
+        1.25-1.55x faster than one row of w per sweep at 256 x 256, 512 x 512 and
+        784 x 256, B = 4-16, Zen 3: fewer loads per multiply-add), then the last
+        rows one at a time (``blocks`` False: B < 4, only those are compiled)."""
+        wide_vectors()
+        n_rows, n = dz.shape
+        n_in = w.shape[0]
+        zero = dz.dtype.type(0)
+        for i in range(0, n_in, 2):
+            pair = i + 1 < n_in
+            wi = w[i]
+            wk = w[i + 1] if pair else wi  # an odd last row is summed twice, stored once
+            r = 0
+            if blocks:
+                while r + 4 <= n_rows:
+                    d0, d1, d2, d3 = dz[r], dz[r + 1], dz[r + 2], dz[r + 3]
+                    s0 = s1 = s2 = s3 = t0 = t1 = t2 = t3 = zero
+                    for j in range(n):
+                        u, v = wi[j], wk[j]
+                        s0 += d0[j] * u
+                        s1 += d1[j] * u
+                        s2 += d2[j] * u
+                        s3 += d3[j] * u
+                        t0 += d0[j] * v
+                        t1 += d1[j] * v
+                        t2 += d2[j] * v
+                        t3 += d3[j] * v
+                    dx[r, i], dx[r + 1, i], dx[r + 2, i], dx[r + 3, i] = s0, s1, s2, s3
+                    if pair:
+                        dx[r, i + 1], dx[r + 1, i + 1], dx[r + 2, i + 1], dx[r + 3, i + 1] = t0, t1, t2, t3
+                    r += 4
+            while r < n_rows:
+                dr = dz[r]
+                s0 = t0 = zero
+                for j in range(n):
+                    s0 += dr[j] * wi[j]
+                    t0 += dr[j] * wk[j]
+                dx[r, i] = s0
+                if pair:
+                    dx[r, i + 1] = t0
+                r += 1
+
+    return input_grad_small
+
+
+#: ``INPUT_GRAD_SMALL[code](dz, w, dx)``: code ``input_grad_code(B)`` (B < 4
+#: compiles the row-by-row loop alone).
+INPUT_GRAD_SMALL = by_code(lambda code: _make_input_grad_small(code == 1), ("rows", "blocks"), jit_dot)
+
+
+def input_grad_code(batch):
+    """Which ``INPUT_GRAD_SMALL`` kernel takes a batch of this size."""
+    return 0 if batch < 4 else 1

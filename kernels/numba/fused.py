@@ -18,13 +18,15 @@ import numpy as np
 from numba import types
 
 from .activations import BACKWARD, FORWARD
-from .cpu import Leaves, array_at, data_address, jit, jit_fma, wide_vectors
+from .cpu import Leaves, array_at, by_code, data_address, jit, jit_fma, wide_vectors
 from .dense import (
+    FORWARD_ROWS,
+    INPUT_GRAD_SMALL,
     aliasing,
     copy_row,
-    forward_rows,
+    forward_rows_code,
     forward_tiles,
-    input_grad_small,
+    input_grad_code,
     padded_size,
     update_tiled,
     update_tiled_unaliased,
@@ -86,52 +88,73 @@ def _row_grad_head(x, g, i, last, inv, d):
                 d[j] += y0 * h0[j] + y1 * h1[j] + y2 * h2[j] + y3 * h3[j]
 
 
-@jit_fma
-def update_rows_plain(x, g, w, lr, wd, scratch):
-    """w -= lr (x.T @ g / B + wd w), one row of w at a time (scalars in w's dtype)."""
-    wide_vectors()
-    T = w.dtype.type
-    inv, zero = T(1) / T(x.shape[0]), T(0)
-    last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
-    for i in range(w.shape[0]):
-        wi = w[i]
-        x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
-        if x.shape[0] == 1:  # one sample: one multiply-add per element, not four
-            for j in range(wi.size):
-                wi[j] -= lr * (wd * wi[j] + x0 * g0[j])
-        elif last == 0:
-            for j in range(wi.size):
-                wi[j] -= lr * (wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
-        else:
-            _row_grad_head(x, g, i, last, inv, d)
-            for j in range(wi.size):
-                wi[j] -= lr * (d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
+# Each row update comes in three kernels, by batch size (``rows_code``): B = 1
+# (one multiply-add per element), 2 <= B <= 4 (the last sweep alone) and B >= 5;
+# a step compiles the one its batch size takes.
+ROWS_CODES = ("one", "four", "more")
 
 
-@jit_fma
-def update_rows_momentum(x, g, w, v, lr, mu, wd, nesterov, scratch):
-    """SGD with momentum (``sgd_step``'s rule) of w for dw = x.T @ g / B, one row
-    of w and of its velocity v at a time (scalars in w's dtype)."""
-    wide_vectors()
-    T = w.dtype.type
-    inv, zero, small = T(1) / T(x.shape[0]), T(0), tiny(w)
-    last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
-    for i in range(w.shape[0]):
-        wi, vr = w[i], v[i]
-        x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
-        if x.shape[0] == 1:
-            for j in range(wi.size):
-                momentum_rule(wi, vr, j, wd * wi[j] + x0 * g0[j], lr, mu, nesterov, small, zero)
-        elif last == 0:
-            for j in range(wi.size):
-                momentum_rule(wi, vr, j, wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
-                              lr, mu, nesterov, small, zero)
-        else:
-            _row_grad_head(x, g, i, last, inv, d)
-            for j in range(wi.size):
-                momentum_rule(wi, vr, j,
-                              d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
-                              lr, mu, nesterov, small, zero)
+def rows_code(batch):
+    """Which row-update kernel takes a batch of this size."""
+    return 0 if batch == 1 else 1 if batch <= 4 else 2
+
+
+def _make_update_rows_plain(code):
+    def update_rows_plain(x, g, w, lr, wd, scratch):
+        """w -= lr (x.T @ g / B + wd w), one row of w at a time (scalars in w's dtype)."""
+        wide_vectors()
+        T = w.dtype.type
+        inv, zero = T(1) / T(x.shape[0]), T(0)
+        last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
+        for i in range(w.shape[0]):
+            wi = w[i]
+            x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
+            if code == 0:  # one sample: one multiply-add per element, not four
+                for j in range(wi.size):
+                    wi[j] -= lr * (wd * wi[j] + x0 * g0[j])
+            elif code == 1:
+                for j in range(wi.size):
+                    wi[j] -= lr * (wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
+            else:
+                _row_grad_head(x, g, i, last, inv, d)
+                for j in range(wi.size):
+                    wi[j] -= lr * (d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
+
+    return update_rows_plain
+
+
+def _make_update_rows_momentum(code):
+    def update_rows_momentum(x, g, w, v, lr, mu, wd, nesterov, scratch):
+        """SGD with momentum (``sgd_step``'s rule) of w for dw = x.T @ g / B, one row
+        of w and of its velocity v at a time (scalars in w's dtype)."""
+        wide_vectors()
+        T = w.dtype.type
+        inv, zero, small = T(1) / T(x.shape[0]), T(0), tiny(w)
+        last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
+        for i in range(w.shape[0]):
+            wi, vr = w[i], v[i]
+            x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
+            if code == 0:
+                for j in range(wi.size):
+                    momentum_rule(wi, vr, j, wd * wi[j] + x0 * g0[j], lr, mu, nesterov, small, zero)
+            elif code == 1:
+                for j in range(wi.size):
+                    momentum_rule(wi, vr, j, wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
+                                  lr, mu, nesterov, small, zero)
+            else:
+                _row_grad_head(x, g, i, last, inv, d)
+                for j in range(wi.size):
+                    momentum_rule(wi, vr, j,
+                                  d[j] + wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
+                                  lr, mu, nesterov, small, zero)
+
+    return update_rows_momentum
+
+
+#: ``UPDATE_ROWS_PLAIN[rows_code(B)](x, g, w, lr, wd, scratch)`` and
+#: ``UPDATE_ROWS_MOMENTUM[rows_code(B)](x, g, w, v, lr, mu, wd, nesterov, scratch)``.
+UPDATE_ROWS_PLAIN = by_code(_make_update_rows_plain, ROWS_CODES, jit_fma)
+UPDATE_ROWS_MOMENTUM = by_code(_make_update_rows_momentum, ROWS_CODES, jit_fma)
 
 
 @jit_fma
@@ -177,21 +200,21 @@ def _v(dt):
 
 LEAVES = Leaves(
     (forward_tiles, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
-    (forward_rows, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
+    (FORWARD_ROWS, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
     (FORWARD, lambda dt: types.none(_m(dt), types.float64, _m(dt), _m(dt), types.boolean)),
     (LOSS_AND_GRAD, lambda dt: dt(_m(dt), _m(dt), _m(dt))),
     (BACKWARD, lambda dt: types.none(types.float64, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
-    (input_grad_small, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
+    (INPUT_GRAD_SMALL, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
     # code 0: no row of x, g or w aliases; 1: some do (the table's ALIASED column)
     ((update_tiled_unaliased, update_tiled), lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
-    (update_rows_plain, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, _v(dt))),
-    (update_rows_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean,
+    (UPDATE_ROWS_PLAIN, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, _v(dt))),
+    (UPDATE_ROWS_MOMENTUM, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean,
                                                  _v(dt))),
     (update_bias_plain, lambda dt: types.none(_m(dt), _m(dt), dt, dt, _v(dt))),
     (update_bias_momentum, lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, dt, dt, types.boolean, _v(dt))),
 )
-(FORWARD_TILES, FORWARD_ROWS, ACTIVATION, LOSS, ACTIVATION_GRADIENT, INPUT_GRAD,
- UPDATE_TILED, UPDATE_PLAIN, UPDATE_MOMENTUM, UPDATE_BIAS_PLAIN, UPDATE_BIAS_MOMENTUM) = \
+(FWD_TILES, FWD_ROWS, ACT, LOSS, ACT_GRAD, DX,
+ UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN, BIAS_MOMENTUM) = \
     range(len(LEAVES.entries))
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
@@ -202,11 +225,12 @@ _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see d
 
 
 @jit
-def compiled_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, momentum, weight_decay,
+def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay,
                   nesterov):
     """The step of ``fused_sgd_step``, on a plan's table of addresses (``fns``:
-    ``LEAVES.table(dtype)``; ``update``: which update kernel, chosen by the caller,
-    which has made sure that every kernel the step reaches is compiled)."""
+    ``LEAVES.table(dtype)``; ``codes``: the batch size's ``forward_rows_code``,
+    ``input_grad_code`` and ``rows_code``; ``update``: which update kernel).  The
+    caller has made sure that every kernel the step reaches is compiled."""
     T = x.dtype.type
     lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
     n_layers, batch = table.shape[0], x.shape[0]
@@ -217,10 +241,10 @@ def compiled_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, mome
         x_i, w, b = y, array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
         if n4 > 0:
-            _call(fns, FORWARD_TILES, 0, (x_i, w, b, a))
+            _call(fns, FWD_TILES, 0, (x_i, w, b, a))
         if n4 < batch:
-            _call(fns, FORWARD_ROWS, 0, (x_i, w, b, a))
-        _call(fns, ACTIVATION, table[i, KIND], (b, alphas[i], a, y, False))
+            _call(fns, FWD_ROWS, codes[0], (x_i, w, b, a))
+        _call(fns, ACT, table[i, KIND], (b, alphas[i], a, y, False))
     g = array_at(table[n_layers - 1, G], batch, table[n_layers - 1, N_OUT], x)
     loss = _call(fns, LOSS, loss_kind, (y, t, g))
     if not math.isfinite(loss):
@@ -230,21 +254,21 @@ def compiled_step(x, t, fns, table, alphas, scratch, loss_kind, update, lr, mome
         w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
         x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
-        _call(fns, ACTIVATION_GRADIENT, table[i, KIND], (alphas[i], a, y, g, g, b, False))
+        _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, b, False))
         g_in = g
         if i > 0:  # the input gradient, with the weights before their update
             g_in = array_at(table[i - 1, G], batch, n_in, x)
-            _call(fns, INPUT_GRAD, 0, (g, w, g_in))
-        if update == UPDATE_MOMENTUM:
+            _call(fns, DX, codes[1], (g, w, g_in))
+        if update == UPD_MOMENTUM:
             vw, vb = array_at(table[i, VW], n_in, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
-            _call(fns, UPDATE_MOMENTUM, 0, (x_i, g, w, vw, lr_, mu, wd, nesterov, scratch))
-            _call(fns, UPDATE_BIAS_MOMENTUM, 0, (g, b, vb, lr_, mu, wd, nesterov, scratch))
+            _call(fns, UPD_MOMENTUM, codes[2], (x_i, g, w, vw, lr_, mu, wd, nesterov, scratch))
+            _call(fns, BIAS_MOMENTUM, 0, (g, b, vb, lr_, mu, wd, nesterov, scratch))
         else:
-            if update == UPDATE_TILED:
-                _call(fns, UPDATE_TILED, table[i, ALIASED], (x_i, g, w, lr_, scratch))
+            if update == UPD_TILED:
+                _call(fns, UPD_TILED, table[i, ALIASED], (x_i, g, w, lr_, scratch))
             else:
-                _call(fns, UPDATE_PLAIN, 0, (x_i, g, w, lr_, wd, scratch))
-            _call(fns, UPDATE_BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
+                _call(fns, UPD_PLAIN, codes[2], (x_i, g, w, lr_, wd, scratch))
+            _call(fns, BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
         g = g_in
     return loss
 
@@ -255,7 +279,7 @@ class FusedPlan:
     stay valid), scratch space, the shapes of x and t it takes, and which
     (loss, update) kernels are compiled for it."""
 
-    __slots__ = ("arrays", "table", "alphas", "scratch", "fns", "dtype", "x_shape", "t_shape",
+    __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
                  "velocities", "ready")
 
 
@@ -290,7 +314,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
         velocities.append(has_v)
         for name, (arr, shape) in want.items():
             _check_array(arr, shape, dtype, f"layer {i}'s {name}")
-        if not 0 <= kind < len(LEAVES.entries[ACTIVATION][0]):
+        if not 0 <= kind < len(LEAVES.entries[ACT][0]):
             raise ValueError(f"layer {i}'s activation code must index fastnet.kernels.ACTIVATIONS, "
                              f"got {kind}")
         table[i] = [data_address(w), data_address(b), data_address(vw), data_address(vb),
@@ -306,11 +330,16 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     plan.fns, plan.dtype = LEAVES.table(dtype), dtype
     plan.x_shape, plan.t_shape = (batch, int(table[0, N_IN])), (batch, int(table[-1, N_OUT]))
     plan.velocities, plan.ready = all(velocities), set()
-    for entry in (FORWARD_TILES,) * (batch >= 4) + (FORWARD_ROWS,) * (batch % 4 > 0) + (INPUT_GRAD,):
-        LEAVES.need(dtype, entry)
+    plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch)], np.int64)
+    if batch >= 4:
+        LEAVES.need(dtype, FWD_TILES)
+    if batch % 4:
+        LEAVES.need(dtype, FWD_ROWS, plan.codes[0])
+    if len(layers) > 1:
+        LEAVES.need(dtype, DX, plan.codes[1])
     for kind in set(int(k) for k in kinds):
-        LEAVES.need(dtype, ACTIVATION, kind)
-        LEAVES.need(dtype, ACTIVATION_GRADIENT, kind)
+        LEAVES.need(dtype, ACT, kind)
+        LEAVES.need(dtype, ACT_GRAD, kind)
     return plan
 
 
@@ -336,8 +365,8 @@ def _check_array(arr, shape, dtype, name):
 def _update_kernel(batch, momentum, weight_decay):
     """Which update the step takes."""
     if momentum != 0:
-        return UPDATE_MOMENTUM
-    return UPDATE_TILED if batch >= UPDATE_TILES_MIN_BATCH and weight_decay == 0 else UPDATE_PLAIN
+        return UPD_MOMENTUM
+    return UPD_TILED if batch >= UPDATE_TILES_MIN_BATCH and weight_decay == 0 else UPD_PLAIN
 
 
 def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
@@ -347,14 +376,14 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
                          f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
     update = _update_kernel(x.shape[0], momentum, weight_decay)
     if (loss_kind, update) not in plan.ready:
-        if update == UPDATE_MOMENTUM and not plan.velocities:
+        if update == UPD_MOMENTUM and not plan.velocities:
             raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
         if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
             raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
         LEAVES.need(plan.dtype, LOSS, loss_kind)
-        for code in set(plan.table[:, ALIASED].tolist()) if update == UPDATE_TILED else (0,):
+        for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
             LEAVES.need(plan.dtype, update, code)
-        LEAVES.need(plan.dtype, UPDATE_BIAS_MOMENTUM if update == UPDATE_MOMENTUM else UPDATE_BIAS_PLAIN)
+        LEAVES.need(plan.dtype, BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)
         plan.ready.add((loss_kind, update))
-    return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, loss_kind, update, lr,
-                         momentum, weight_decay, nesterov)
+    return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind,
+                         update, lr, momentum, weight_decay, nesterov)

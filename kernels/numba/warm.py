@@ -31,8 +31,8 @@ def signatures(dtype):
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
     out += [
         (fused.compiled_step, (m, m, types.Array(i64, 1, "C"), types.Array(i64, 2, "C"),
-                               types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), i64, i64, f64, f64,
-                               f64, types.boolean)),
+                               types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), types.Array(i64, 1, "C"),
+                               i64, i64, f64, f64, f64, types.boolean)),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),
