@@ -374,12 +374,22 @@ def tiled_update(n_in, n_out, itemsize):
     return update_tiled_unaliased
 
 
+_MINUS_ONE = {np.dtype(t): t(-1) for t in (np.float32, np.float64)}
+_NO_SCRATCH = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
 def weight_grad_tiled(x, dz, dw):
     """dw = x.T @ dz / B (C-contiguous, one dtype) by register tiles: the tiled
-    update of zeros with a step of -1 (one kernel to compile, not two)."""
+    update of zeros with a step of -1 (one kernel to compile, not two).  The
+    common case (no aliasing rows) takes no Python work beyond the call, which
+    is all of its overhead at small batches (7 us of 13 at 8 x 256 x 10)."""
     dw.fill(0)
-    scratch = np.empty(padded_size(*x.shape, dz.shape[1], dw.itemsize), dw.dtype)
-    tiled_update(*dw.shape, dw.itemsize)(x, dz, dw, dw.dtype.type(-1), scratch)  # dw -= (-1) x.T @ dz / B
+    n_in, n_out = dw.shape
+    if aliasing(n_in, dw.itemsize) or aliasing(n_out, dw.itemsize):
+        update_tiled(x, dz, dw, _MINUS_ONE[dw.dtype],
+                     np.empty(padded_size(x.shape[0], n_in, n_out, dw.itemsize), dw.dtype))
+    else:
+        update_tiled_unaliased(x, dz, dw, _MINUS_ONE[dw.dtype], _NO_SCRATCH[dw.dtype])
     return dw
 
 
