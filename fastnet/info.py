@@ -245,12 +245,13 @@ def first_result(code, cache_dir, kernels=False, llvm=False):
     return {"process": wall, **json.loads(out.stdout.strip().splitlines()[-1])}
 
 
-def compile_times(cases=PATH_CASES):
-    """Cold and warm first results per path (each in new processes: an empty
-    cache, then the cache that run filled), with the kernels each cold run
-    compiled; and ``fastnet.warmup()`` cold and warm.  A dict per case name."""
+def compile_times(cases=(*PATH_CASES, "warmup")):
+    """Cold and warm first results of ``FIRST_RESULT_CASES`` (by default every
+    path and ``fastnet.warmup()``), each in new processes: an empty cache, then
+    the cache that run filled; with the kernels each cold run compiled.  A dict
+    per case name: ``{"cold": first_result(...), "warm": first_result(...)}``."""
     out = {}
-    for name in (*cases, "warmup"):
+    for name in cases:
         with tempfile.TemporaryDirectory(prefix="fastnet-cold-") as cache:
             cold = first_result(FIRST_RESULT_CASES[name], cache, kernels=True)
             warm = first_result(FIRST_RESULT_CASES[name], cache)
@@ -288,7 +289,7 @@ def print_info(with_compile_times=False, out=sys.stdout):
             for name, t in times.items():
                 w(f"  {name:18s} {t['cold']['call']:7.2f} {t['warm']['call']:7.2f}  "
                   f"({t['cold']['process']:.2f}, {t['warm']['process']:.2f})\n")
-            kernels = times["warmup"]["cold"]["kernels"]
+            kernels = times["warmup"]["cold"]["kernels"]  # every kernel, each once
             w(f"  seconds per kernel in a cold warmup() ({sum(kernels.values()):.1f} s in "
               f"{len(kernels)} kernel signatures), slowest first:\n")
             for kernel, seconds in sorted(kernels.items(), key=lambda kv: -kv[1]):

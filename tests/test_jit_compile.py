@@ -318,3 +318,16 @@ def test_the_first_compile_is_logged_once_and_shown_on_the_progress_bar(tmp_path
     bar = done.stderr.replace(logs[0], "")
     assert "compiling JIT kernels, first use only" in bar, done.stderr  # the fit's progress bar
     assert float(done.stdout.split("compiled seconds")[1]) > 0
+
+
+def test_compile_times_are_measured_cold_and_warm_per_kernel():
+    """What ``fastnet info --compile-times`` prints, on the cheapest path."""
+    from fastnet.info import compile_times
+
+    times = compile_times(("predict",))["predict"]
+    cold, warm = times["cold"], times["warm"]
+    assert cold["process"] > cold["call"] > 0 and warm["process"] > warm["call"] > 0
+    # the MLP's ReLU and identity layers' passes after BLAS's x @ w: all it compiles
+    assert set(cold["kernels"]) == {"numba.activations.forward_relu[float32]",
+                                    "numba.activations.forward_identity[float32]"}
+    assert warm["call"] < cold["call"]  # loaded from the cache the cold run filled
