@@ -32,7 +32,7 @@ def main(argv=None):
                    add_help=False).set_defaults(func=_demo)
     info = sub.add_parser("info", help="backends, versions, BLAS, threads and the JIT cache")
     info.add_argument("--compile-times", action="store_true",
-                      help="measure the JIT compile time per path and per kernel, cold and warm (about 2 min)")
+                      help="measure the JIT compile time per path and per kernel, cold and warm")
     info.set_defaults(func=_info)
     args, rest = parser.parse_known_args(argv)
     if rest and args.func not in (_demo, _profile):
