@@ -218,8 +218,8 @@ LEAVES = Leaves(
     range(len(LEAVES.entries))
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
-# velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs
-# and activation code.
+# velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs,
+# activation code, and whether its rows alias (``dense.aliasing``, 1 or 0).
 W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED = range(11)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
 
