@@ -71,12 +71,12 @@ def _installed(module):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cases", default=",".join(FIRST_RESULT_CASES),
-                        help=f"comma-separated, of: {', '.join(FIRST_RESULT_CASES)}")
+                        help=f"comma-separated, of: {', '.join(FIRST_RESULT_CASES)} ('': the peers alone)")
     parser.add_argument("--runs", type=int, default=1, help="cold+warm pairs per case")
     parser.add_argument("--no-peers", action="store_true", help="leave PyTorch and JAX out")
     parser.add_argument("--out", help="write the results as JSON here")
     args = parser.parse_args(argv)
-    names = args.cases.split(",")
+    names = [n for n in args.cases.split(",") if n]  # --cases "": the peers alone
     unknown = [n for n in names if n not in FIRST_RESULT_CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {list(FIRST_RESULT_CASES)}")
