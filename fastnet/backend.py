@@ -96,10 +96,12 @@ def compile_notice(show):
 
 def bar_notice(bar, idle):
     """A ``show`` for ``compile_notice`` that puts ``COMPILING`` on tqdm ``bar``,
-    displayed at once (whatever the bar's delay), and ``idle`` back afterwards."""
+    displayed at once (whatever the bar's delay), and ``idle`` back afterwards,
+    shown at the bar's next update (not at once: kernels compile one after
+    another, and the text would flicker between them)."""
     def show(starting):
         bar.set_description_str(COMPILING if starting else idle, refresh=False)
-        if not bar.disable:
+        if starting and not bar.disable:
             bar.refresh()
     return compile_notice(show)
 
