@@ -103,16 +103,20 @@ def _make_update_rows_plain(code):
     def update_rows_plain(x, g, w, lr, wd, scratch):
         """w -= lr (x.T @ g / B + wd w), one row of w at a time (scalars in w's dtype)."""
         wide_vectors()
+        if code == 0:  # one sample: one multiply-add per element, and no last sweep to set up
+            g0 = g[0]
+            for i in range(w.shape[0]):
+                wi, x0 = w[i], x[0, i]
+                for j in range(wi.size):
+                    wi[j] -= lr * (wd * wi[j] + x0 * g0[j])
+            return
         T = w.dtype.type
         inv, zero = T(1) / T(x.shape[0]), T(0)
         last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
         for i in range(w.shape[0]):
             wi = w[i]
             x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
-            if code == 0:  # one sample: one multiply-add per element, not four
-                for j in range(wi.size):
-                    wi[j] -= lr * (wd * wi[j] + x0 * g0[j])
-            elif code == 1:
+            if code == 1:
                 for j in range(wi.size):
                     wi[j] -= lr * (wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]))
             else:
@@ -129,15 +133,20 @@ def _make_update_rows_momentum(code):
         of w and of its velocity v at a time (scalars in w's dtype)."""
         wide_vectors()
         T = w.dtype.type
-        inv, zero, small = T(1) / T(x.shape[0]), T(0), tiny(w)
+        zero, small = T(0), tiny(w)
+        if code == 0:  # one sample, as in update_rows_plain
+            g0 = g[0]
+            for i in range(w.shape[0]):
+                wi, vr, x0 = w[i], v[i], x[0, i]
+                for j in range(wi.size):
+                    momentum_rule(wi, vr, j, wd * wi[j] + x0 * g0[j], lr, mu, nesterov, small, zero)
+            return
+        inv = T(1) / T(x.shape[0])
         last, m, d, g0, g1, g2, g3 = _last_sweep(x, g, w, scratch)
         for i in range(w.shape[0]):
             wi, vr = w[i], v[i]
             x0, x1, x2, x3 = _last_x(x, i, last, m, inv, zero)
-            if code == 0:
-                for j in range(wi.size):
-                    momentum_rule(wi, vr, j, wd * wi[j] + x0 * g0[j], lr, mu, nesterov, small, zero)
-            elif code == 1:
+            if code == 1:
                 for j in range(wi.size):
                     momentum_rule(wi, vr, j, wd * wi[j] + (x0 * g0[j] + x1 * g1[j] + x2 * g2[j] + x3 * g3[j]),
                                   lr, mu, nesterov, small, zero)
