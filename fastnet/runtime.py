@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 
 import numpy as np
 from threadpoolctl import threadpool_info, threadpool_limits
@@ -103,8 +104,9 @@ def _usable_cores():
 def _compile_in_processes(dtypes, processes):
     """Compile every kernel signature of ``dtypes``: a share in this process and,
     once it finds a kernel to compile (the on-disk cache is cold), one share in
-    each of ``processes - 1`` new ones.  A helper that fails leaves its share to
-    the networks of ``warmup``, which compile what they do not find."""
+    each of ``processes - 1`` new ones.  A helper that cannot start or fails
+    leaves its share to the networks of ``warmup``, which compile what they do
+    not find (a failure is reported as a RuntimeWarning)."""
     from fastnet.kernels.numba import cpu, warm
 
     if cpu.DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
@@ -112,23 +114,34 @@ def _compile_in_processes(dtypes, processes):
     # the helpers import this fastnet, wherever it was imported from
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    command = [sys.executable, "-m", "fastnet.kernels.numba.warm", ",".join(dtypes)]
     helpers = []
 
     def start_helpers(starting):
         if starting and not helpers:
-            command = [sys.executable, "-m", "fastnet.kernels.numba.warm", ",".join(dtypes)]
-            helpers.extend(subprocess.Popen(command + [str(part), str(processes)], env=env,
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                           for part in range(1, processes))
+            for part in range(1, processes):
+                try:
+                    helpers.append(subprocess.Popen(command + [str(part), str(processes)], env=env,
+                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                except OSError:  # e.g. no process may be started here: this one compiles it all
+                    break
 
     stop_watching = cpu.on_compile(start_helpers)
+    finished = False
     try:
         warm.compile_share(dtypes, 0, processes)
+        finished = True
     finally:
         stop_watching()
         for helper in helpers:
+            if not finished:  # interrupted or failed here: the helpers' work is not wanted
+                helper.kill()
             try:
-                helper.wait(timeout=900)
+                _, err = helper.communicate(timeout=900)
             except subprocess.TimeoutExpired:
                 helper.kill()
-                helper.wait()
+                _, err = helper.communicate()
+            if finished and helper.returncode != 0:
+                warnings.warn(f"a warmup helper process failed (exit {helper.returncode}); this process "
+                              f"compiles its share: {err.decode(errors='replace')[-500:]}", RuntimeWarning,
+                              stacklevel=3)

@@ -256,3 +256,106 @@ def test_big_weights_take_the_fused_path_only_up_to_its_own_limit():
         np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
     for got, want in zip(nets[1].parameters(), nets[0].parameters(), strict=True):
         _close(got, want, 1e-5)
+
+
+# -- the plan itself: the compiled step reads its arrays by address --------------------------
+def _plan_arrays(batch, dtype=np.float32, sizes=(8, 16, 4), momentum=False, empty=None, seed=0):
+    """The arguments of ``fused_plan`` for a ReLU-identity stack; ``empty(p)``
+    makes the empty velocities (default: new (0, 0) arrays)."""
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(size=(a, b)).astype(dtype) / 3 for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+    bs = [np.zeros((1, b), dtype) for b in sizes[1:]]
+    empty = empty or (lambda p: np.zeros((0, 0), dtype))
+    vws = [np.zeros_like(w) if momentum else empty(w) for w in ws]
+    vbs = [np.zeros_like(b) if momentum else empty(b) for b in bs]
+    work = [[np.empty((batch, b), dtype) for b in sizes[1:]] for _ in range(3)]
+    return ws, bs, vws, vbs, [ACTIVATIONS.index("relu"), 0], [0.0, 0.0], *work
+
+
+def _step_data(batch, dtype=np.float32, seed=1):
+    rng = np.random.default_rng(seed)
+    x, t = rng.normal(size=(batch, 8)).astype(dtype), np.zeros((batch, 4), dtype)
+    t[np.arange(batch), rng.integers(0, 4, batch)] = 1
+    return x, t
+
+
+COPIED_PLAN = """
+import copy, pickle, sys
+import numpy as np
+from fastnet.kernels import numba as jit
+from fastnet.kernels import numpy as ref
+import test_fused_step as t
+
+how = sys.argv[1]
+x, tt = t._step_data(3)
+arrays = t._plan_arrays(3, momentum=True)
+plan = jit.fused_plan(*arrays)
+jit.fused_sgd_step(x, tt, plan, 1, 0.1, 0.0, 0.0, False)
+copies = {"deepcopy": copy.deepcopy, "pickle": lambda p: pickle.loads(pickle.dumps(p)), "copy": copy.copy}
+twin = copies[how](plan)
+before = [w.copy() for w in arrays[0]]
+want = ref.fused_plan(*(copy.deepcopy(a) for a in arrays))  # the reference, from the same state
+loss = jit.fused_sgd_step(x, tt, twin, 1, 0.1, 0.9, 0.0, False)  # with momentum: other kernels
+assert np.isclose(loss, ref.fused_sgd_step(x, tt, want, 1, 0.1, 0.9, 0.0, False), rtol=1e-5)
+stepped = [layer[0] for layer in twin.arrays]  # each layer's w
+for got, w_ref in zip(stepped, want.ws, strict=True):
+    t._close(got, w_ref, t.STEP_TOL[np.float32])
+if how == "copy":  # a shallow copy shares the arrays, as the reference's namedtuple does
+    assert all(a is b for a, b in zip(stepped, arrays[0], strict=True))
+else:  # the copy stepped its own arrays; the original's are as they were
+    assert all(a is not b for a, b in zip(stepped, arrays[0], strict=True))
+    for w, w0 in zip(arrays[0], before, strict=True):
+        np.testing.assert_array_equal(w, w0)
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle", "copy"])
+def test_a_copied_or_pickled_plan_is_a_new_plan_of_its_own_arrays(how):
+    """A plan's table holds addresses: a copy must not step the original's arrays
+    (nor another process's), and must compile what it steps (a momentum step on
+    a copy of a plain plan once called an address never filled in: a segfault,
+    so this runs in a process of its own)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
+        "PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", COPIED_PLAN, how], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-3000:])
+
+
+def test_a_plan_refuses_an_empty_batch():
+    from fastnet.kernels import numba as jit
+
+    with pytest.raises(ValueError, match="at least one row, got 0"):
+        jit.fused_plan(*_plan_arrays(0))
+
+
+@pytest.mark.skipif(numba_config.DISABLE_JIT, reason="as Python the step takes any array NumPy takes")
+def test_a_step_refuses_arrays_numba_would_type_apart():
+    from fastnet.kernels import numba as jit
+
+    plan = jit.fused_plan(*_plan_arrays(2))
+    x, t = _step_data(2)
+    wide = np.repeat(x, 2, axis=1)[:, ::2]  # the right shape, but not contiguous
+    with pytest.raises(ValueError, match="x must be a C-contiguous, writeable, aligned array"):
+        jit.fused_sgd_step(wide, t, plan, 1, 0.1, 0.0, 0.0, False)
+    t.setflags(write=False)
+    with pytest.raises(ValueError, match="t must be a C-contiguous, writeable, aligned array"):
+        jit.fused_sgd_step(x, t, plan, 1, 0.1, 0.0, 0.0, False)
+
+
+def test_empty_velocities_that_start_where_their_parameter_does():
+    """``w[:0]`` (the empty velocity ``dense_backward_sgd`` uses) shares w's address;
+    as Python (NUMBA_DISABLE_JIT) the plan once looked arrays up by address."""
+    from fastnet.kernels import numba as jit
+    from fastnet.kernels import numpy as ref
+
+    x, t = _step_data(3)
+    arrays = _plan_arrays(3, empty=lambda p: p[:0])
+    want = ref.fused_sgd_step(x, t, ref.fused_plan(*_plan_arrays(3)), 1, 0.1, 0.0, 0.0, False)
+    assert np.isclose(jit.fused_sgd_step(x, t, jit.fused_plan(*arrays), 1, 0.1, 0.0, 0.0, False), want,
+                      rtol=1e-5)

@@ -303,22 +303,25 @@ def _pointer(typingctx, address, like):
 
 
 def data_address(a):
-    """The address of ``a``'s first element, for ``array_at`` (the caller holds ``a``)."""
-    address = a.__array_interface__["data"][0]
+    """The address of ``a``'s first element, for ``array_at`` (the caller holds ``a``;
+    under NUMBA_DISABLE_JIT, a number that names ``a``: see there)."""
     if DISABLED:
-        _BY_ADDRESS[address] = a
-    return address
+        _SEEN[id(a)] = a
+        return id(a)
+    return a.__array_interface__["data"][0]
 
 
 if DISABLED:
     import weakref
 
-    _BY_ADDRESS = weakref.WeakValueDictionary()  # the arrays data_address has seen
+    # the arrays data_address has named, by id: arrays can share an address (an
+    # empty velocity ``w[:0]`` starts where ``w`` does), never an id while alive
+    _SEEN = weakref.WeakValueDictionary()
 
     def array_at(address, n_rows, n_cols, like):
-        """The first n_rows x n_cols elements of the array at ``address``, as Python:
-        the array ``data_address`` saw there (no raw memory is read)."""
-        return _BY_ADDRESS[address].reshape(-1)[:n_rows * n_cols].reshape(n_rows, n_cols)
+        """The first n_rows x n_cols elements of the array ``data_address`` named
+        ``address``, as Python (no raw memory is read)."""
+        return _SEEN[address].reshape(-1)[:n_rows * n_cols].reshape(n_rows, n_cols)
 else:
     @jit(inline="always")
     def array_at(address, n_rows, n_cols, like):

@@ -22,12 +22,12 @@ from .cpu import Leaves, array_at, by_code, data_address, jit, jit_fma, wide_vec
 from .dense import (
     FORWARD_ROWS,
     INPUT_GRAD_SMALL,
-    aliasing,
     copy_row,
     forward_rows_code,
     forward_tiles,
     input_grad_code,
     padded_size,
+    rows_alias,
     update_tiled,
     update_tiled_unaliased,
 )
@@ -228,7 +228,7 @@ LEAVES = Leaves(
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
 # velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs,
-# activation code, and whether its rows alias (``dense.aliasing``, 1 or 0).
+# activation code, and whether its rows alias (``dense.rows_alias``, 1 or 0).
 W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED = range(11)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
 
@@ -286,10 +286,16 @@ class FusedPlan:
     """What ``fused_sgd_step`` works on: the layers' arrays as a table of
     addresses and widths, the arrays themselves (held, so that the addresses
     stay valid), scratch space, the shapes of x and t it takes, and which
-    (loss, update) kernels are compiled for it."""
+    (loss, update) kernels are compiled for it.  A copy or a pickle is a new
+    plan made from (copies of) the arrays: the addresses are of this process's
+    arrays, and only ``fused_plan`` makes a table from arrays."""
 
     __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
                  "velocities", "ready")
+
+    def __reduce__(self):
+        ws, bs, vws, vbs, as_, ys, gs, kinds, alphas = (list(c) for c in zip(*self.arrays, strict=True))
+        return fused_plan, (ws, bs, vws, vbs, kinds, alphas, as_, ys, gs)
 
 
 def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
@@ -308,6 +314,8 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     dtype, batch = np.asarray(ws[0]).dtype, np.shape(as_[0])[0]
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"the fused step computes in float32 or float64, got {dtype}")
+    if batch < 1:
+        raise ValueError(f"a fused plan needs workspaces of at least one row, got {batch}")
     table = np.zeros((len(layers), ALIASED + 1), np.int64)
     velocities, need = [], 0
     for i, (w, b, vw, vb, a, y, g, kind, _) in enumerate(layers):
@@ -328,7 +336,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
                              f"got {kind}")
         table[i] = [data_address(w), data_address(b), data_address(vw), data_address(vb),
                     data_address(a), data_address(y), data_address(g), n_in, n_out, int(kind),
-                    aliasing(n_in, dtype.itemsize) or aliasing(n_out, dtype.itemsize)]
+                    rows_alias(n_in, n_out, dtype.itemsize)]
         need = max(need, 5 * n_out, padded_size(batch, n_in, n_out, dtype.itemsize))
     plan = FusedPlan()
     plan.arrays = tuple(layers)
@@ -394,5 +402,13 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
             LEAVES.need(plan.dtype, update, code)
         LEAVES.need(plan.dtype, BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)
         plan.ready.add((loss_kind, update))
-    return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind,
-                         update, lr, momentum, weight_decay, nesterov)
+    try:
+        return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind,
+                             update, lr, momentum, weight_decay, nesterov)
+    except Exception:  # numba refused the arrays' types (checked here only then: it costs every step)
+        for name, arr in (("x", x), ("t", t)):
+            if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
+                raise ValueError(f"{name} must be a C-contiguous, writeable, aligned array (a copy of "
+                                 f"it is), got {'a read-only' if not arr.flags.writeable else 'an'} "
+                                 f"array of flags {arr.flags}") from None
+        raise

@@ -52,7 +52,7 @@ def sgd_step(p, g, v, lr, momentum, weight_decay, nesterov):
     T = p.dtype.type
     lr_, mu, wd, zero = T(lr), T(momentum), T(weight_decay), T(0)
     pf, gf = p.reshape(-1), g.reshape(-1)
-    if mu == 0:
+    if momentum == 0:  # as the reference decides: on the value given, not on it in p's dtype
         for i in range(pf.size):
             pf[i] -= lr_ * (gf[i] + wd * pf[i])
         return p
