@@ -105,6 +105,25 @@ def as_float_batch(x, n_features, dtype, name="x", cast=True, writeable=True):
     return cast_finite(arr, dtype, name, writeable)
 
 
+def flag(value, name):
+    """value as a bool: True or False (NumPy's bools included), nothing else,
+    since a flag read for truthiness would take "no" as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def random_generator(rng, name="rng"):
+    """np.random.default_rng(rng), refusing what it refuses with ``name`` in the message."""
+    if isinstance(rng, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int >= 0 or a numpy Generator, got {rng!r}")
+    try:
+        return np.random.default_rng(rng)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be None, an int >= 0 or a numpy Generator, got {rng!r} "
+                        f"({exc})") from None
+
+
 def positive_int(value, name):
     """value as an int, refusing bools, non-integers and values < 1."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):

@@ -73,10 +73,10 @@ def realigned(value, memo=None):
 
 def rows(store, name, batch, width, dtype):
     """The first ``batch`` rows of ``store[name]``, a (rows, width) array grown
-    when a larger batch arrives.  The view is C-contiguous, so a short last
-    batch or a prediction chunk of another size reuses memory instead of
-    reallocating."""
+    when a larger batch arrives (or anew when a layer's width or dtype was
+    changed).  The view is C-contiguous, so a short last batch or a prediction
+    chunk of another size reuses memory instead of reallocating."""
     buf = store.get(name)
-    if buf is None or buf.shape[0] < batch:
+    if buf is None or buf.shape[0] < batch or buf.shape[1] != width or buf.dtype != dtype:
         buf = store[name] = aligned_empty((batch, width), dtype)
     return buf[:batch]

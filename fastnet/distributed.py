@@ -175,7 +175,7 @@ class DataParallel:
             # the backward pass writes dw and db straight into the buffer (no copy per step)
             for layer, dw, db in zip(net.layers, self.grads[0::2], self.grads[1::2], strict=True):
                 layer._store["dw"], layer._store["db"] = dw, db
-                layer.dw = layer.db = None  # DenseLayer._buffers picks them up
+                layer._dw = layer._db = None  # DenseLayer._buffers picks them up
         self.allreduce_seconds = 0.0
 
     @property

@@ -4,7 +4,7 @@ import numbers
 
 import numpy as np
 
-from fastnet._validation import as_float_batch, describe, positive_int
+from fastnet._validation import as_float_batch, describe, positive_int, random_generator
 from fastnet._workspace import aligned_copy, aligned_empty, rows
 from fastnet.activations import get_activation, kernel_code
 from fastnet.backend import HoldsKernels, kernels_for, resolve_backend
@@ -75,7 +75,7 @@ class DenseLayer(HoldsKernels):
     dtype rather than cast them (``NeuralNetwork`` casts, see there).
     """
 
-    _CACHES = ("x", "a", "y", "dz", "dw", "db", "dx")  # not copied (HoldsKernels)
+    _CACHES = ("_x", "_a", "_y", "_dz", "_dw", "_db", "_dx")  # not copied (HoldsKernels)
 
     def __init__(
         self,
@@ -88,11 +88,11 @@ class DenseLayer(HoldsKernels):
         rng=None,
         backend=None,
     ):
-        self.activation = get_activation(activation)
+        self.activation = activation
         self.neurons_num = positive_int(neurons_num, "neurons_num")
         self.init_func = get_init(init_func)
         self.dtype = float_dtype(dtype)
-        self.rng = np.random.default_rng(rng)
+        self.rng = random_generator(rng)
         self.backend = backend
         self.n_inputs = None
         self.w = self.b = None
@@ -101,6 +101,24 @@ class DenseLayer(HoldsKernels):
             self.build(input_size_info)
 
     # -- construction -------------------------------------------------------
+    @property
+    def activation(self):
+        """The activation object; a name such as ``"relu"`` or an object with
+        ``f`` and ``df`` may be assigned (checked at once)."""
+        return self._activation
+
+    @activation.setter
+    def activation(self, spec):
+        self._activation = get_activation(spec)
+
+    x = property(lambda self: self._x, doc="The last forward pass's input (held by reference).")
+    a = property(lambda self: self._a, doc="The last forward pass's pre-activation (a workspace).")
+    y = property(lambda self: self._y, doc="The last forward pass's output (a workspace).")
+    dz = property(lambda self: self._dz, doc="The last backward pass's dL/da per sample (a workspace).")
+    dw = property(lambda self: self._dw, doc="The last backward pass's weight gradient (a workspace).")
+    db = property(lambda self: self._db, doc="The last backward pass's bias gradient (a workspace).")
+    dx = property(lambda self: self._dx, doc="The last backward pass's input gradient (a workspace).")
+
     @property
     def backend(self):
         """The concrete backend computing this layer (``"numpy"`` or ``"numba"``)."""
@@ -152,8 +170,8 @@ class DenseLayer(HoldsKernels):
                 raise ValueError(f"{says.format(name=name)} a {self.dtype} array of shape {shape}, got {got}")
 
     def _clear_caches(self):
-        self.x = self.a = self.y = None
-        self.dz = self.dw = self.db = self.dx = None
+        self._x = self._a = self._y = None
+        self._dz = self._dw = self._db = self._dx = None
         self._store = {}  # workspace name -> array with room for the largest batch so far
 
     def _workspace(self, name, batch, width):
@@ -161,16 +179,17 @@ class DenseLayer(HoldsKernels):
 
     def _buffers(self, batch):
         """Point a, y and dz at workspaces for this batch size."""
-        if self.a is None or self.a.shape[0] != batch:
-            self.a = self._workspace("a", batch, self.neurons_num)
-            self.y = self._workspace("y", batch, self.neurons_num)
-            self.dz = self._workspace("dz", batch, self.neurons_num)
-        if self.dw is None:  # kept in the store: a fused step hides them, never frees them
-            self.dw = self._store.get("dw")
-            if self.dw is None:
-                self.dw = self._store["dw"] = aligned_empty(self.w.shape, self.w.dtype)
-                self._store["db"] = aligned_empty(self.b.shape, self.b.dtype)
-            self.db = self._store["db"]
+        if self._a is None or self._a.shape != (batch, self.neurons_num) or self._a.dtype != self.dtype:
+            self._a = self._workspace("a", batch, self.neurons_num)
+            self._y = self._workspace("y", batch, self.neurons_num)
+            self._dz = self._workspace("dz", batch, self.neurons_num)
+        if self._dw is None or self._dw.shape != self.w.shape:
+            # kept in the store: a fused step hides them, never frees them
+            dw = self._store.get("dw")
+            if dw is None or dw.shape != self.w.shape or dw.dtype != self.dtype:  # new or resized layer
+                dw = self._store["dw"] = aligned_empty(self.w.shape, self.dtype)
+                self._store["db"] = aligned_empty(self.b.shape, self.dtype)
+            self._dw, self._db = dw, self._store["db"]
 
     # -- passes ---------------------------------------------------------------
     def forward_pass(self, x):
@@ -186,28 +205,32 @@ class DenseLayer(HoldsKernels):
         ``dx`` (per sample), which it returns; the first layer of a network
         skips ``dx``, a third of the backward arithmetic.
         """
-        if self.x is None:
+        if self._x is None:
             raise ValueError("backward_pass called before forward_pass: there is no cached input")
         dy = as_float_batch(dy, self.neurons_num, self.dtype, name="dy", cast=False)
-        if dy.shape[0] != self.x.shape[0]:
+        if dy.shape[0] != self._x.shape[0]:
             raise ValueError(
-                f"dy has {dy.shape[0]} rows but the last forward pass had {self.x.shape[0]}"
+                f"dy has {dy.shape[0]} rows but the last forward pass had {self._x.shape[0]}"
             )
         return self._backward(dy, compute_dx)
 
     def _forward(self, x):
         """Forward on validated input (C-contiguous, right shape and dtype)."""
         self._check_params()
+        if x.shape[1] != self.n_inputs or x.dtype != self.dtype:
+            raise ValueError(  # the layer below was changed since the network was built
+                f"this layer takes {self.dtype} rows of {self.n_inputs} inputs, got {describe(x)} "
+                "from the layer below")
         self._buffers(x.shape[0])
-        self.x = x
+        self._x = x
         code = kernel_code(self.activation)
         if code is not None:
             return self._k.dense_forward(x, self.w, self.b, code, self.activation.alpha,
-                                         self.a, self.y)
+                                         self._a, self._y)
         # A user-defined activation object: the kernels do the affine part.
-        self._k.dense_forward(x, self.w, self.b, _IDENTITY, 0.0, self.a, self.a)
-        self.y[...] = self.activation.f(self.a)
-        return self.y
+        self._k.dense_forward(x, self.w, self.b, _IDENTITY, 0.0, self._a, self._a)
+        self._y[...] = self.activation.f(self._a)
+        return self._y
 
     def _backward(self, dy, compute_dx=True):
         """Backward on validated input; requires a forward pass on this batch."""
@@ -215,17 +238,17 @@ class DenseLayer(HoldsKernels):
         self._buffers(dy.shape[0])
         code = kernel_code(self.activation)
         if code is None:  # user-defined activation: chain its derivative in here
-            dy = np.ascontiguousarray(dy * self.activation.df(self.a), dtype=self.dtype)
+            dy = np.ascontiguousarray(dy * self.activation.df(self._a), dtype=self.dtype)
             code, alpha = _IDENTITY, 0.0
         else:
             alpha = self.activation.alpha
-        self._k.dense_backward(self.x, self.a, self.y, dy, code, alpha,
-                               self.dz, self.dw, self.db)
+        self._k.dense_backward(self._x, self._a, self._y, dy, code, alpha,
+                               self._dz, self._dw, self._db)
         if not compute_dx:
-            self.dx = None
+            self._dx = None
             return None
-        self.dx = self._workspace("dx", dy.shape[0], self.n_inputs)
-        return self._k.input_grad(self.dz, self.w, self.dx)
+        self._dx = self._workspace("dx", dy.shape[0], self.n_inputs)
+        return self._k.input_grad(self._dz, self.w, self._dx)
 
     def _backward_sgd(self, dy, dx, lr, vb):
         """Backward on validated input, built-in activations only, with a plain
@@ -234,10 +257,10 @@ class DenseLayer(HoldsKernels):
         gradient's buffer, or None.  ``dw`` and ``db`` are not kept (None)."""
         self._buffers(dy.shape[0])
         act = self.activation
-        self._k.dense_backward_sgd(self.x, self.a, self.y, dy, kernel_code(act), act.alpha, self.dz,
-                                   self.dw, self.db, dx, self.w, lr)
-        self._k.sgd_step(self.b, self.db, vb, lr, 0.0, 0.0, False)
-        self.dx, self.dw, self.db = dx, None, None
+        self._k.dense_backward_sgd(self._x, self._a, self._y, dy, kernel_code(act), act.alpha, self._dz,
+                                   self._dw, self._db, dx, self.w, lr)
+        self._k.sgd_step(self.b, self._db, vb, lr, 0.0, 0.0, False)
+        self._dx, self._dw, self._db = dx, None, None
         return dx
 
     def _require_built(self):
@@ -253,7 +276,7 @@ class DenseLayer(HoldsKernels):
 
     def gradients(self):
         """The gradient arrays ``[dw, db]`` of the last backward pass."""
-        return [self.dw, self.db]
+        return [self._dw, self._db]
 
     def __repr__(self):
         return (

@@ -1,11 +1,13 @@
 """NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
 
+import functools
 import math
 import operator
+import threading
 
 import numpy as np
 
-from fastnet._validation import as_float_batch, kernel_ready, positive_int
+from fastnet._validation import as_float_batch, flag, kernel_ready, positive_int, random_generator
 from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import Identity, kernel_code
 from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
@@ -15,6 +17,16 @@ from fastnet.optimizers import SGD, Optimizer
 
 MODES = ("sgd", "gd")
 _PREDICT_CHUNK = 1024
+
+
+def _serialised(method):
+    """Run ``method`` under the network's lock: calls from several threads run
+    one at a time (the network's and its layers' buffers are shared)."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class NeuralNetwork(HoldsKernels):
@@ -41,13 +53,23 @@ class NeuralNetwork(HoldsKernels):
     precision are cast to the network's dtype (a copy); integer, bool,
     complex and other non-float inputs are refused.
 
-    A network reuses buffers of its own and of its layers from call to call:
-    use one network from one thread at a time (one network per thread).
-    ``copy.deepcopy`` or pickle gives an independent network with the same
-    parameters, settings and optimizer state, without those buffers.
+    Everything the kernels will index (the layers' parameters and widths, the
+    optimizer's state) and the construction rules (no layer twice, one dtype,
+    an identity last layer under a logit loss, an optimizer of this network's
+    own) are checked again whenever any of them was replaced since the last
+    call, so tampered state raises ``ValueError`` or ``TypeError`` instead of
+    reaching compiled loops.
+
+    A network reuses buffers of its own and of its layers from call to call.
+    Its public methods hold a lock of the network's own, so calls from several
+    threads (``predict`` from a thread pool, or training) run one at a time on
+    it and give exactly the results of running them one after the other; for
+    parallel work, use one network per thread.  ``copy.deepcopy`` or pickle
+    gives an independent network with the same parameters, settings and
+    optimizer state, without those buffers.
     """
 
-    _CACHES = ("_gd_acc",)  # and the workspaces: not copied (HoldsKernels)
+    _CACHES = ("_gd_acc", "_checked_key")  # and the workspaces: not copied (HoldsKernels)
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
         # Everything is checked before any layer is built, so a refused network
@@ -71,28 +93,66 @@ class NeuralNetwork(HoldsKernels):
         if len(dtypes) != 1:
             raise ValueError(f"all layers must share one dtype, got {sorted(d.name for d in dtypes)}")
         loss = get_loss(loss)
-        if loss.takes_logits and type(layers[-1].activation) is not Identity:
-            # softmax(z) - t is the gradient with respect to the logits z; chaining
-            # another activation's derivative on top would be wrong.
-            raise ValueError(
-                f"{type(loss).__name__} takes logits: the last layer's activation must be "
-                f"'identity', got {layers[-1].activation!r}"
-            )
+        _check_logits(loss, layers[-1])
+        for i, layer in enumerate(layers):
+            for j in range(i):
+                if layers[j] is layer:
+                    raise ValueError(_twice(j, i))
         optimizer = SGD(0.01) if optimizer is None else optimizer
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer must be an Optimizer such as SGD(0.01), got {optimizer!r}")
-        resolve_backend(backend)
-        for i in range(1, len(layers)):
-            if not layers[i].built:
-                layers[i].build(layers[i - 1])
+        _check_optimizer_type(optimizer)
+        optimizer._claim(self)
+        try:
+            resolve_backend(backend)
+            for i in range(1, len(layers)):
+                if not layers[i].built:
+                    layers[i].build(layers[i - 1])
+        except BaseException:
+            optimizer._release(self)
+            raise
         self.layers = layers
-        self.loss = loss
-        self.optimizer = optimizer
+        self._loss = loss
+        self._optimizer = optimizer
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
+        self._checked_key = None  # what _checked last found right (see there)
+        self._lock = threading.RLock()
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._lock = threading.RLock()
+        self._optimizer._claim(self)  # the copy's own optimizer (a copy too)
 
     # -- properties ----------------------------------------------------------------
+    @property
+    def loss(self):
+        """The loss object; a ``Loss`` or a name may be assigned (checked at once;
+        whether the last layer suits it, at the next call)."""
+        return self._loss
+
+    @loss.setter
+    def loss(self, spec):
+        self._loss = get_loss(spec)
+
+    @property
+    def optimizer(self):
+        """The optimizer; another ``Optimizer`` may be assigned, one that
+        belongs to no other network (checked at once)."""
+        return self._optimizer
+
+    @optimizer.setter
+    def optimizer(self, optimizer):
+        _check_optimizer_type(optimizer)
+        optimizer._claim(self)
+        if optimizer is not self._optimizer:
+            self._optimizer._release(self)
+        self._optimizer = optimizer
+
     @property
     def backend(self):
         """The concrete backend of every layer (``"numpy"`` or ``"numba"``)."""
@@ -127,6 +187,74 @@ class NeuralNetwork(HoldsKernels):
         return [g for layer in self.layers for g in layer.gradients()]
 
     # -- validation ------------------------------------------------------------------
+    def _state_key(self):
+        """Everything the checked state is made of, as a list compared by identity
+        (and held, so that no object in it is freed and its id reused).  None
+        when the layers are not even a list: the check then says what is wrong."""
+        layers, opt = self.layers, self._optimizer
+        if type(layers) is not list:
+            return None
+        st = opt.state
+        key = [self._loss, opt, opt.__dict__.get("_version"), st, self._backend, len(layers)]
+        if type(st) is list:
+            key += st
+        elif type(st) is dict:
+            m, v = st.get("m"), st.get("v")
+            key += (m, v)
+            if type(m) is list and type(v) is list:
+                key += m
+                key += v
+        for la in layers:
+            key += (la, getattr(la, "w", None), getattr(la, "b", None), getattr(la, "_activation", None),
+                    getattr(la, "neurons_num", None), getattr(la, "n_inputs", None),
+                    getattr(la, "dtype", None))
+        return key
+
+    def _checked(self):
+        """Check the whole state (``_check_state``) when anything it is made of
+        was replaced since the last check that passed; cheap otherwise."""
+        key = self._state_key()
+        last = self._checked_key
+        if (key is None or last is None or len(key) != len(last)
+                or not all(map(operator.is_, key, last))):
+            self._checked_key = None
+            self._check_state()
+            self._checked_key = self._state_key()  # prepare may have made the optimizer's state
+
+    def _check_state(self):
+        """The construction rules and every array the kernels index, checked
+        again: the layers (DenseLayers, none twice, built, their parameters'
+        shapes and dtype, adjacent widths, one dtype), the loss against the
+        last activation, the optimizer (this network's, hyperparameters the
+        dtype can hold) and its state.  Raises before anything is changed."""
+        layers = self.layers
+        if type(layers) is not list or not layers:
+            raise TypeError(f"network.layers must be a non-empty list of DenseLayers, got {layers!r:.80}")
+        dtype = None
+        for i, la in enumerate(layers):
+            if not isinstance(la, DenseLayer):
+                raise TypeError(f"network.layers[{i}] must be a DenseLayer, got {la!r:.80}")
+            for j in range(i):
+                if layers[j] is la:
+                    raise ValueError(_twice(j, i))
+            for name in ("neurons_num", "n_inputs"):
+                positive_int(getattr(la, name), f"layers[{i}].{name}")
+            dtype = la.dtype if dtype is None else dtype
+            if la.dtype != dtype:
+                raise ValueError(f"all layers must share one dtype: layers[0] is {dtype}, "
+                                 f"layers[{i}] is {la.dtype!r}")
+            la._check_params(f"layers[{i}].{{name}} must be")
+            if i and la.n_inputs != layers[i - 1].neurons_num:
+                raise ValueError(f"layers[{i}] takes {la.n_inputs} inputs but layers[{i - 1}] has "
+                                 f"{layers[i - 1].neurons_num} neurons")
+        _check_logits(self._loss, layers[-1])
+        opt = self._optimizer
+        owner = None if opt._owner is None else opt._owner()
+        if owner is not self:
+            opt._claim(self)  # raises when another network has it (a shallow copy shares it)
+        opt.check_representable(dtype)
+        opt.prepare(self.parameters())
+
     def _check_x(self, x, name="X", whole=False):
         """Validated x; ``whole``: a data set that is split into batches later (a
         read-only one is then copied batch by batch, not whole: ``kernel_ready``)."""
@@ -159,15 +287,19 @@ class NeuralNetwork(HoldsKernels):
         return rows(self._store, name, batch, width, self.dtype)
 
     # -- passes -----------------------------------------------------------------------
+    @_serialised
     def forward(self, x):
         """Forward pass of a (batch, n_inputs) array; returns the output buffer
         of the last layer (overwritten by the next pass: copy it to keep it)."""
+        self._checked()
         return self._forward(self._check_x(x, "x"))
 
+    @_serialised
     def backward(self, dout):
         """Backward pass of the per-sample loss gradient ``dout`` (batch, n_outputs)
         through every layer, after ``forward``; sets each layer's ``dw``, ``db``
         and (all but the first layer) ``dx``."""
+        self._checked()
         last = self.layers[-1]
         if last.x is None:
             raise ValueError("backward called before forward: there is no cached input")
@@ -211,6 +343,7 @@ class NeuralNetwork(HoldsKernels):
         return loss
 
     # -- training -----------------------------------------------------------------------
+    @_serialised
     def train_step(self, x, y, keep_grads=False):
         """One forward, backward and optimizer update on one batch; returns the
         batch's loss before the update.
@@ -221,6 +354,8 @@ class NeuralNetwork(HoldsKernels):
         layers' ``dw`` and ``db`` (fused: nor ``dx``; they are None
         afterwards).  ``keep_grads=True`` takes the layered path, which sets them.
         """
+        keep_grads = flag(keep_grads, "keep_grads")
+        self._checked()
         x, t = self._check_xy(x, y, reuse=True)
         return self._train_batch(x, t, "in train_step", keep_grads)
 
@@ -261,21 +396,30 @@ class NeuralNetwork(HoldsKernels):
 
     def _train_batch(self, x, t, where, keep_grads=False):
         """One update on validated data, on the path ``plan`` picks."""
+        self._checked()  # the state, the optimizer's included, as the kernels need it
         path = "layered" if keep_grads else self.plan(x.shape[0])
         if path == "fused":
             return self._fused_step(x, t, where)
         if path == "sgd-in-gemm":
             return self._sgd_in_gemm_step(x, t, where)
         loss = self._forward_backward(x, t, where)
-        self.optimizer.step(self._k, self.parameters(), self.gradients())
+        self._apply(self.gradients())
         return loss
+
+    def _apply(self, grads):
+        """The optimizer's update from ``grads`` (the layers' or the network's
+        own arrays), on state ``_checked`` has checked: without checking it
+        again, unless a subclass brings a ``step`` of its own."""
+        opt = self._optimizer
+        if type(opt).step is Optimizer.step:
+            opt._step(self._k, self.parameters(), grads)
+        else:
+            opt.step(self._k, self.parameters(), grads)
 
     def _sgd_in_gemm_step(self, x, t, where):
         opt, layers = self.optimizer, self.layers
-        # the forward pass checks each layer's w and b and raises before any update,
-        # then the optimizer checks its state belongs to them
+        # the state was checked (_checked), the forward pass raises before any update
         loss, dout = self._forward_loss(x, t, where)
-        opt.prepare(self.parameters())
         # every buffer the steps need exists before the first layer is updated: the
         # forward pass sized a, y, dz, dw and db; the input gradients' are sized here
         dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
@@ -289,39 +433,34 @@ class NeuralNetwork(HoldsKernels):
         plan = self._fused_plan(x.shape[0])
         inp = x
         for layer in self.layers:
-            layer.x, inp = inp, layer.y
-            layer.dw = layer.db = layer.dx = None  # not materialised on this path
+            layer._x, inp = inp, layer._y
+            layer._dw = layer._db = layer._dx = None  # not materialised on this path
         loss = float(self._k.fused_sgd_step(
             x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
             bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
-    def _fused_key(self, batch):
-        """Everything the fused kernel's plan comes from: compared by identity,
-        and held, so that no object in it can be freed and its id reused."""
-        opt = self.optimizer
-        key = [opt, opt.state, *(opt.state or ())]
+    def _fused_key(self):
+        """What the fused kernel's plan comes from besides the checked state
+        (``_checked_key``, itself compared by identity): the layers' workspaces."""
+        key = [self._checked_key]
         for la in self.layers:
-            key += (la.w, la.b, la.a, la.y, la.dz, la.activation)
-        return key, (batch, opt.momentum != 0)
+            key += (la._a, la._y, la._dz)
+        return key
 
     def _fused_plan(self, batch):
         """The fused kernel's plan (``fused_plan``: the layers' arrays, bound once)
-        for a batch of this size.  It is rebuilt, with the optimizer's state
-        checked and the layers' buffers sized, only when something it comes
-        from changed: a new batch size, new weights or activations, a new
-        optimizer or state, or momentum switched on or off (which can replace
-        the state)."""
+        for a batch of this size, on checked state (``_checked``).  It is
+        rebuilt, with the layers' buffers sized, only when something it comes
+        from changed: anything of the checked state (new weights,
+        activations, optimizer, state or hyperparameters), or the batch size."""
         cached = self._store.get("fused")
-        if cached is not None:
-            key, flags = self._fused_key(batch)
-            if flags == cached[1] and len(key) == len(cached[0]) and all(map(operator.is_, key, cached[0])):
+        if cached is not None and cached[1] == batch:
+            key = self._fused_key()
+            if len(key) == len(cached[0]) and all(map(operator.is_, key, cached[0])):
                 return cached[2]
         layers = self.layers
-        for la in layers:
-            la._check_params()
-        self.optimizer.prepare(self.parameters())
         for la in layers:
             la._buffers(batch)
         state = self.optimizer.state
@@ -330,9 +469,10 @@ class NeuralNetwork(HoldsKernels):
             [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
             [la.a for la in layers], [la.y for la in layers], [la.dz for la in layers],
             None if cached is None else cached[2].scratch)  # the last plan's scratch, when large enough
-        self._store["fused"] = (*self._fused_key(batch), plan)
+        self._store["fused"] = (self._fused_key(), batch, plan)
         return plan
 
+    @_serialised
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
             validation_data=None, progress=True, rng=None, comm=None):
         """Train on ``X``, ``y`` and return the history.
@@ -378,6 +518,7 @@ class NeuralNetwork(HoldsKernels):
             With ``comm``, on the other ranks when one rank failed (that rank
             raises its own exception); no rank applies that step's update.
         """
+        shuffle, progress = flag(shuffle, "shuffle"), flag(progress, "progress")
         fit_args = (epochs, batch_size, mode, shuffle, validation_data, rng)
         if comm is None:
             epochs, batch_size, X, T, val, rng = self._fit_checks(X, y, *fit_args)
@@ -443,8 +584,7 @@ class NeuralNetwork(HoldsKernels):
         batch_size = positive_int(batch_size, "batch_size")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        for la in self.layers:  # before anything is sized, or sent to other ranks, from them
-            la._check_params()
+        self._checked()  # before anything is sized, or sent to other ranks, from the layers
         X, T = self._check_xy(X, y, whole=True)
         val = None
         if validation_data is not None:
@@ -457,10 +597,7 @@ class NeuralNetwork(HoldsKernels):
                 val = self._check_xy(*validation_data, whole=True)
             except (TypeError, ValueError) as exc:  # say which X and y were wrong
                 raise type(exc)(f"validation_data: {exc}") from None
-        try:
-            rng = np.random.default_rng(rng)
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"rng must be None, an int or a numpy Generator, got {rng!r} ({exc})") from None
+        rng = random_generator(rng)
         return epochs, batch_size, X, T, val, rng
 
     def _batches(self, X, T, order, starts, batch_size):
@@ -490,7 +627,7 @@ class NeuralNetwork(HoldsKernels):
 
     def _epoch_gd(self, X, T, order, starts, batch_size, epoch, bar):
         acc_grads, total_loss, total_acc = self._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
-        self.optimizer.step(self._k, self.parameters(), acc_grads)
+        self._apply(acc_grads)  # the state was checked by fit
         return total_loss / X.shape[0], total_acc / X.shape[0]
 
     def _gd_accumulate(self, X, T, order, starts, batch_size, epoch, bar):
@@ -529,27 +666,34 @@ class NeuralNetwork(HoldsKernels):
             out[s:s + _PREDICT_CHUNK] = self._forward(kernel_ready(X[s:s + _PREDICT_CHUNK]))
         return out
 
+    @_serialised
     def predict(self, X):
         """Predictions: class labels for the classification losses (shape
         (n,) for softmax, (n, C) or (n,) for binary), outputs for regression."""
+        self._checked()
         return self.loss.predict(self._outputs(self._check_x(X, whole=True)))
 
+    @_serialised
     def predict_proba(self, X):
         """Class probabilities (softmax or sigmoid of the logits), shape (n, C)."""
         if not self.loss.is_classifier:
             raise TypeError(f"predict_proba needs a classification loss, not {self.loss!r}")
+        self._checked()
         return self.loss.predict_proba(self._outputs(self._check_x(X, whole=True)))
 
+    @_serialised
     def evaluate(self, X, y, comm=None):
         """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict.
 
         With an mpi4py ``comm``, ``X``, ``y`` are this rank's shard and every
         rank gets the means over all the ranks' samples."""
         if comm is None:
+            self._checked()
             return self._evaluate(*self._check_xy(X, y, whole=True))
         from fastnet import distributed
 
         def local():
+            self._checked()
             x, t = self._check_xy(X, y, whole=True)
             return self._evaluate(x, t), x.shape[0]
 
@@ -563,6 +707,7 @@ class NeuralNetwork(HoldsKernels):
         return scores
 
     # -- persistence ----------------------------------------------------------------------
+    @_serialised
     def save(self, path, comm=None):
         """Write the network to ``path`` (``.npz`` is appended if missing); see
         ``fastnet.serialization``.  Returns the path written.
@@ -589,6 +734,26 @@ class NeuralNetwork(HoldsKernels):
         sizes = "-".join(str(s) for s in [self.n_inputs] + [la.neurons_num for la in self.layers])
         return (f"NeuralNetwork({sizes}, loss={self.loss!r}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
+
+
+def _twice(j, i):
+    return (f"layers[{j}] and layers[{i}] are the same DenseLayer object; each position needs a layer "
+            "of its own (its own weights and gradients): create another DenseLayer")
+
+
+def _check_optimizer_type(optimizer):
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be an Optimizer such as SGD(0.01), got {optimizer!r:.80}")
+
+
+def _check_logits(loss, last):
+    if loss.takes_logits and type(last.activation) is not Identity:
+        # softmax(z) - t is the gradient with respect to the logits z; chaining
+        # another activation's derivative on top would be wrong.
+        raise ValueError(
+            f"{type(loss).__name__} takes logits: the last layer's activation must be "
+            f"'identity', got {last.activation!r}"
+        )
 
 
 def _check_loss(loss, where):

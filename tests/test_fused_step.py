@@ -153,8 +153,8 @@ def test_fifty_sgd_in_gemm_steps_agree(dtype):
 
 def test_sgd_in_gemm_only_for_plain_sgd_and_built_in_activations():
     batch = FUSED_MAX_BATCH + 1
-    for opt in (fn.SGD(0.1, momentum=0.5), fn.SGD(0.1, weight_decay=1e-4), fn.Adam()):
-        assert _wide_pair(("relu", "relu"), lambda o=opt: o, np.float32)[1].plan(batch) == "layered"
+    for make in (lambda: fn.SGD(0.1, momentum=0.5), lambda: fn.SGD(0.1, weight_decay=1e-4), fn.Adam):
+        assert _wide_pair(("relu", "relu"), make, np.float32)[1].plan(batch) == "layered"
     assert _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
     assert _wide_pair(("relu", fn.ReLU()), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
 

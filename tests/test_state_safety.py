@@ -56,14 +56,31 @@ def test_switching_momentum_on_mid_training_starts_velocities_at_zero(backend):
 
 
 def test_an_optimizer_refuses_the_parameters_of_another_network():
-    shared = fn.SGD(0.1, momentum=0.9)
-    first, second = _net(optimizer=shared), _net(optimizer=shared, width=7)
+    opt = fn.SGD(0.1, momentum=0.9)
+    first, second = _net(optimizer=opt), _net(width=7)
     first.train_step(*DATA)
     before = [p.copy() for p in second.parameters()]
     with pytest.raises(ValueError, match="one optimizer per network"):
-        second.train_step(*DATA)
+        opt.step(second._k, second.parameters(), second.parameters())
     for p, q in zip(second.parameters(), before, strict=True):
         np.testing.assert_array_equal(p, q)
+
+
+def test_an_optimizer_belongs_to_one_network():
+    opt = fn.SGD(0.1, momentum=0.9)
+    first = _net(optimizer=opt)
+    with pytest.raises(ValueError, match="belongs to another network.*create another"):
+        _net(optimizer=opt)
+    second = _net()
+    mine = second.optimizer
+    with pytest.raises(ValueError, match="belongs to another network"):
+        second.optimizer = opt
+    assert second.optimizer is mine
+    del first  # a network that is gone holds its optimizer no longer
+    second.optimizer = opt
+    assert second.optimizer is opt
+    mine_again = _net(optimizer=mine)  # released by the assignment above
+    assert mine_again.optimizer is mine
 
 
 def test_a_refused_network_leaves_its_layers_unbuilt():
