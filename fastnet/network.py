@@ -69,7 +69,7 @@ class NeuralNetwork(HoldsKernels):
     optimizer state, without those buffers.
     """
 
-    _CACHES = ("_gd_acc", "_checked_key")  # and the workspaces: not copied (HoldsKernels)
+    _CACHES = ("_gd_acc", "_checked_key", "_plans")  # and the workspaces: not copied (HoldsKernels)
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
         # Everything is checked before any layer is built, so a refused network
@@ -116,6 +116,7 @@ class NeuralNetwork(HoldsKernels):
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
         self._checked_key = None  # what _checked last found right (see there)
+        self._plans = {}  # batch size -> how a step runs (_execution_plan)
         self._lock = threading.RLock()
 
     def __getstate__(self):
@@ -218,6 +219,7 @@ class NeuralNetwork(HoldsKernels):
         if (key is None or last is None or len(key) != len(last)
                 or not all(map(operator.is_, key, last))):
             self._checked_key = None
+            self._plans = {}  # made again for the state as it is now
             self._check_state()
             self._checked_key = self._state_key()  # prepare may have made the optimizer's state
 
@@ -395,11 +397,12 @@ class NeuralNetwork(HoldsKernels):
         return "layered"
 
     def _train_batch(self, x, t, where, keep_grads=False):
-        """One update on validated data, on the path ``plan`` picks."""
-        self._checked()  # the state, the optimizer's included, as the kernels need it
-        path = "layered" if keep_grads else self.plan(x.shape[0])
+        """One update on validated data and checked state (``_checked``: by
+        ``train_step`` before each step, by ``fit`` before its first), on the
+        path ``plan`` picks."""
+        path, plan, buffers = ("layered", None, None) if keep_grads else self._execution_plan(x.shape[0])
         if path == "fused":
-            return self._fused_step(x, t, where)
+            return self._fused_step(x, t, where, plan, buffers)
         if path == "sgd-in-gemm":
             return self._sgd_in_gemm_step(x, t, where)
         loss = self._forward_backward(x, t, where)
@@ -428,49 +431,45 @@ class NeuralNetwork(HoldsKernels):
             dout = layers[i]._backward_sgd(dout, dxs[i], opt.lr, opt.state[2 * i + 1])
         return loss
 
-    def _fused_step(self, x, t, where):
+    def _fused_step(self, x, t, where, plan, buffers):
         opt = self.optimizer
-        plan = self._fused_plan(x.shape[0])
         inp = x
-        for layer in self.layers:
-            layer._x, inp = inp, layer._y
+        for layer, (a, y, dz) in zip(self.layers, buffers, strict=True):
+            # the layers show this step's arrays (a layered pass since may have moved them)
+            layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
             layer._dw = layer._db = layer._dx = None  # not materialised on this path
+            inp = y
         loss = float(self._k.fused_sgd_step(
             x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
             bool(opt.nesterov and opt.momentum != 0)))
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
-    def _fused_key(self):
-        """What the fused kernel's plan comes from besides the checked state
-        (``_checked_key``, itself compared by identity): the layers' workspaces."""
-        key = [self._checked_key]
-        for la in self.layers:
-            key += (la._a, la._y, la._dz)
-        return key
-
-    def _fused_plan(self, batch):
-        """The fused kernel's plan (``fused_plan``: the layers' arrays, bound once)
-        for a batch of this size, on checked state (``_checked``).  It is
-        rebuilt, with the layers' buffers sized, only when something it comes
-        from changed: anything of the checked state (new weights,
-        activations, optimizer, state or hyperparameters), or the batch size."""
-        cached = self._store.get("fused")
-        if cached is not None and cached[1] == batch:
-            key = self._fused_key()
-            if len(key) == len(cached[0]) and all(map(operator.is_, key, cached[0])):
-                return cached[2]
-        layers = self.layers
-        for la in layers:
-            la._buffers(batch)
-        state = self.optimizer.state
-        plan = self._k.fused_plan(
-            [la.w for la in layers], [la.b for la in layers], state[0::2], state[1::2],
-            [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
-            [la.a for la in layers], [la.y for la in layers], [la.dz for la in layers],
-            None if cached is None else cached[2].scratch)  # the last plan's scratch, when large enough
-        self._store["fused"] = (self._fused_key(), batch, plan)
-        return plan
+    def _execution_plan(self, batch):
+        """How a step on a batch of this size runs, on checked state
+        (``_checked``): ``(path, fused plan, the layers' (a, y, dz))``, the last
+        two None off the fused path.  Made once per batch size and kept until
+        anything of the checked state changes (``_checked`` drops them all)."""
+        entry = self._plans.get(batch)
+        if entry is not None:
+            return entry
+        if len(self._plans) >= 8:  # batch sizes seen since the state last changed: bounded
+            self._plans.clear()
+        path = self.plan(batch)
+        plan = buffers = None
+        if path == "fused":
+            layers = self.layers
+            for la in layers:
+                la._buffers(batch)
+            buffers = [(la._a, la._y, la._dz) for la in layers]
+            state = self.optimizer.state
+            scratch = next((e[1].scratch for e in self._plans.values() if e[1] is not None), None)
+            plan = self._k.fused_plan(  # another plan's scratch is reused when large enough
+                [la.w for la in layers], [la.b for la in layers], state[0::2], state[1::2],
+                [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
+                [a for a, _, _ in buffers], [y for _, y, _ in buffers], [dz for _, _, dz in buffers], scratch)
+        entry = self._plans[batch] = (path, plan, buffers)
+        return entry
 
     @_serialised
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,

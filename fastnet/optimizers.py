@@ -146,7 +146,7 @@ class Optimizer:
         for name, value in self.config().items():
             if isinstance(value, bool):
                 continue
-            if abs(value) > info.max:
+            if abs(value) > float(info.max):
                 raise ValueError(f"{name}={value!r} is beyond the range of {info.dtype} (largest "
                                  f"{float(info.max):.4g}), the network's dtype: it would be inf there")
             if name == "eps" and info.dtype.type(value) == 0:

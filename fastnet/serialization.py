@@ -4,11 +4,21 @@ A file holds one JSON document (``config``: format name and version, dtype,
 loss, optimizer and, per layer, its sizes, activation name and alpha, and init
 name) and the parameter arrays ``w0, b0, w1, b1, ...``.  ``save`` writes to a
 temporary file in the same folder and renames it, so an interrupted save never
-leaves a broken model behind.  ``load`` reads with ``allow_pickle=False``,
-parses the JSON (which runs nothing) and checks every field, shape and dtype.
+leaves a broken model behind (a save that fails removes its temporary file;
+only a process killed during a save leaves one, a hidden ``.fastnet-*.npz.tmp``
+beside the model, which can be deleted).  ``save`` refuses to write what
+``load`` would refuse: parameters that are not finite, not arrays, or not of
+the network's dtype and the layers' shapes.
+
+``load`` takes a path (str, bytes, ``os.PathLike``) or a binary file object,
+never pickles, parses the JSON (which runs nothing) and checks every field;
+each array's header (dtype and shape) is checked against the JSON before its
+data is read, so no size written in a file makes it allocate more than the
+description says.  Whatever is wrong with a file raises ``ModelFileError``
+naming it.
 """
 
-import contextlib
+import io
 import json
 import os
 import secrets
@@ -28,10 +38,18 @@ FORMAT_VERSION = 1
 
 
 def save_network(net, path):
-    """Write ``net`` to ``path`` atomically; returns the path (``.npz`` appended if missing)."""
-    path = os.fspath(path)
+    """Write ``net`` to ``path`` atomically; returns the path (``.npz`` appended
+    if missing).  Refuses, before any file is touched, parameters that ``load``
+    would refuse."""
+    path = _fs_path(path, "save")
     if not path.endswith(".npz"):
         path += ".npz"
+    net._checked()  # real arrays of the layers' shapes and the network's dtype, and more
+    for i, layer in enumerate(net.layers):
+        for name in ("w", "b"):
+            if not np.isfinite(getattr(layer, name)).all():
+                raise ValueError(f"layers[{i}].{name} holds NaN or inf: a model file holds finite "
+                                 "parameters only (load refuses others); nothing was written")
     layers = []
     arrays = {}
     for i, layer in enumerate(net.layers):
@@ -88,39 +106,94 @@ class ModelFileError(ValueError):
     """The file is not a fastnet model that this version can read."""
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_CONFIG_MAX = 1 << 20  # characters: a description of thousands of layers is far less
+
+
+def _fs_path(path, what):
+    """``path`` (str, bytes or os.PathLike) as a str; a TypeError for anything else."""
+    if isinstance(path, (str, bytes, os.PathLike)):
+        return os.fsdecode(os.fspath(path))
+    raise TypeError(f"{what} takes a path (str, bytes or os.PathLike), got "
+                    f"{type(path).__name__} {path!r:.60}")
+
+
 def load_network(path, backend=None):
     """Read a network written by ``save_network``; see the module docstring."""
+    if hasattr(path, "read"):  # a file object: read, never closed here
+        name = repr(getattr(path, "name", path))
+        try:
+            if not isinstance(path.read(0), bytes):
+                raise TypeError(f"load needs a file opened in binary mode ('rb'), got {path!r:.60}")
+            data = path if path.seekable() else io.BytesIO(path.read())
+        except OSError as exc:
+            raise ModelFileError(f"{name} cannot be read: {exc}") from None
+        return _load(data, name, backend)
+    if not isinstance(path, (str, bytes, os.PathLike)):  # an int would be taken as a descriptor
+        raise TypeError(f"load takes a path (str, bytes or os.PathLike) or a binary file object, "
+                        f"got {type(path).__name__} {path!r:.60}")
+    name = repr(os.fsdecode(os.fspath(path)))
     try:
-        # The file is opened here, not by np.load, which leaves it open when the
-        # zip is corrupt; and a .npy file loads as a bare array, not an NpzFile.
-        with contextlib.nullcontext(path) if hasattr(path, "read") else open(path, "rb") as f:
-            data = np.load(f, allow_pickle=False)
-            arrays = None
-            if isinstance(data, np.lib.npyio.NpzFile):
-                with data:
-                    arrays = {key: data[key] for key in data.files}
-    except ValueError as exc:
-        if "pickle" in str(exc):  # object arrays need pickle, which is refused
-            raise ModelFileError(
-                f"{path!r} holds pickled data, which fastnet refuses to load: {exc}"
-            ) from None
-        raise ModelFileError(f"{path!r} is not a readable .npz model file: {exc}") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise ModelFileError(f"{path!r} is not a readable .npz model file: {exc}") from None
-    if arrays is None:
-        raise ModelFileError(f"{path!r} holds a single .npy array, not a .npz model file")
-    if "config" not in arrays:
-        raise ModelFileError(f"{path!r} is not a fastnet model file: it has no 'config' entry")
-    config = _parse_config(path, arrays.pop("config"))
+        f = open(path, "rb")
+    except OSError as exc:
+        raise ModelFileError(f"{name} cannot be opened: {exc}") from None
+    with f:
+        return _load(f, name, backend)
+
+
+def _load(f, name, backend):
     try:
-        return _build(path, config, arrays, backend)
+        start = f.tell()
+        head = f.read(len(_ZIP_MAGIC))
+        f.seek(start)
+        if head != _ZIP_MAGIC:
+            what = "a single .npy array" if head == b"\x93NUM" else f"a file that starts with {head!r}"
+            raise ModelFileError(f"{name} is not a .npz model file (a zip archive): it is {what}")
+        with zipfile.ZipFile(f) as zf:
+            members = {m[:-4] if m.endswith(".npy") else m: m for m in zf.namelist()}
+            if "config" not in members:
+                raise ModelFileError(f"{name} is not a fastnet model file: it has no 'config' entry")
+            raw = _read_member(zf, members.pop("config"), name, "config",
+                               lambda shape, dtype: (shape == () and dtype.kind == "U"
+                                                     and dtype.itemsize <= 4 * _CONFIG_MAX),
+                               "a JSON string")
+            config = _parse_config(name, raw)
+            try:
+                return _build(name, config, zf, members, backend)
+            except ModelFileError:
+                raise
+            except (TypeError, ValueError) as exc:  # a dtype, loss, alpha or size the library refuses
+                raise ModelFileError(f"{name}: {exc}") from None
     except ModelFileError:
         raise
-    except (TypeError, ValueError) as exc:  # a dtype, loss, alpha or size the library refuses
-        raise ModelFileError(f"{path!r}: {exc}") from None
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, KeyError) as exc:
+        raise ModelFileError(f"{name} is not a readable .npz model file: {exc}") from None
 
 
-def _build(path, config, arrays, backend):
+def _read_member(zf, member, name, key, fits, expected):
+    """The array in ``member``, read only when its header (shape, dtype) ``fits``;
+    object arrays (pickles) are refused before anything else is read."""
+    with zf.open(member) as m:
+        version = np.lib.format.read_magic(m)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(m)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(m)
+        else:
+            raise ModelFileError(f"{name}: {key} is stored in .npy format {version}, not 1.0 or 2.0")
+        if dtype.hasobject:
+            raise ModelFileError(f"{name}: {key} holds pickled objects, which fastnet refuses to load")
+        if not fits(shape, dtype):
+            raise ModelFileError(f"{name}: {key} should be {expected}, got {dtype} {shape}")
+        count = int(np.prod(shape, dtype=np.int64))
+        data = m.read(count * dtype.itemsize)
+        if len(data) != count * dtype.itemsize:
+            raise ModelFileError(f"{name}: {key} is truncated")
+    arr = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+    return arr if arr.flags.c_contiguous else arr.copy(order="C")
+
+
+def _build(name, config, zf, members, backend):
     """The network described by a parsed config, with the file's parameters."""
     from fastnet.network import NeuralNetwork
 
@@ -128,15 +201,18 @@ def _build(path, config, arrays, backend):
     layers = []
     for i, spec in enumerate(config["layers"]):
         params = {}
-        for name, shape in (("w", (spec["n_inputs"], spec["neurons_num"])), ("b", (1, spec["neurons_num"]))):
-            key = f"{name}{i}"
-            arr = arrays.pop(key, None)  # checked before anything of the file's sizes is allocated
-            if arr is None or arr.shape != shape or arr.dtype != dtype:
-                got = "missing" if arr is None else f"{arr.dtype} {arr.shape}"
-                raise ModelFileError(f"{path!r}: {key} should be {dtype} {shape}, got {got}")
+        for pname, shape in (("w", (spec["n_inputs"], spec["neurons_num"])), ("b", (1, spec["neurons_num"]))):
+            key = f"{pname}{i}"
+            member = members.pop(key, None)
+            expected = f"{dtype} {shape}"
+            if member is None:
+                raise ModelFileError(f"{name}: {key} should be {expected}, got missing")
+            # the header is checked before any of the file's sizes is allocated
+            arr = _read_member(zf, member, name, key,
+                               lambda s, d, shape=shape: s == shape and d == dtype, expected)
             if not np.isfinite(arr).all():
-                raise ModelFileError(f"{path!r}: {key} holds NaN or inf")
-            params[name] = arr
+                raise ModelFileError(f"{name}: {key} holds NaN or inf")
+            params[pname] = arr
         activation = activation_from_name(spec["activation"], spec["alpha"])
         layer = DenseLayer(activation, spec["n_inputs"], "zeros", spec["neurons_num"],
                            dtype=dtype, backend=backend)
@@ -145,36 +221,35 @@ def _build(path, config, arrays, backend):
         if spec["init"] is not None:
             layer.init_func = get_init(spec["init"])
         layers.append(layer)
-    if arrays:
-        raise ModelFileError(f"{path!r}: unexpected entries {sorted(arrays)}")
+    if members:
+        raise ModelFileError(f"{name}: unexpected entries {sorted(members)}")
     try:
         optimizer = optimizer_from_config(config["optimizer"].get("name"),
                                           config["optimizer"]["config"])
     except (TypeError, ValueError) as exc:
-        raise ModelFileError(f"{path!r}: bad optimizer settings: {exc}") from None
+        raise ModelFileError(f"{name}: bad optimizer settings: {exc}") from None
     return NeuralNetwork(layers, get_loss(config["loss"]), optimizer, backend=backend)
 
 
-def _parse_config(path, raw):
-    if raw.dtype.kind != "U" or raw.shape != ():
-        raise ModelFileError(f"{path!r}: 'config' must be a JSON string")
+def _parse_config(name, raw):
     try:
         config = json.loads(str(raw))
     except json.JSONDecodeError as exc:
-        raise ModelFileError(f"{path!r}: 'config' is not valid JSON: {exc}") from None
+        raise ModelFileError(f"{name}: 'config' is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ModelFileError(f"{name}: 'config' is JSON nested too deeply to be a model's") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ModelFileError(f"{path!r} is not a {FORMAT} model file")
+        raise ModelFileError(f"{name} is not a {FORMAT} model file")
     version = config.get("format_version")
     if isinstance(version, bool) or version != FORMAT_VERSION:
         raise ModelFileError(
-            f"{path!r} has format version {config.get('format_version')!r}; "
+            f"{name} has format version {config.get('format_version')!r}; "
             f"this fastnet reads version {FORMAT_VERSION}"
         )
     problem = _config_problem(config)
     if problem:
-        raise ModelFileError(f"{path!r}: malformed 'config': {problem}")
+        raise ModelFileError(f"{name}: malformed 'config': {problem}")
     return config
-
 
 
 def _config_problem(config):
@@ -185,12 +260,13 @@ def _config_problem(config):
     for i, spec in enumerate(layers):
         if not isinstance(spec, dict):
             return f"layers[{i}] must be an object"
-        if spec.get("activation") not in _ACTIVATIONS:
+        if not isinstance(spec.get("activation"), str) or spec["activation"] not in _ACTIVATIONS:
             return f"layers[{i}] has unknown activation {spec.get('activation')!r}"
         alpha = spec.get("alpha")
         if isinstance(alpha, bool) or not isinstance(alpha, (int, float)):
             return f"layers[{i}] alpha must be a number, got {alpha!r}"
-        if spec.get("init") is not None and spec.get("init") not in INIT_NAMES:
+        init = spec.get("init")
+        if init is not None and (not isinstance(init, str) or init not in INIT_NAMES):
             return f"layers[{i}] has unknown init {spec.get('init')!r}"
         for key in ("n_inputs", "neurons_num"):
             value = spec.get(key)

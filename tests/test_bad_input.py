@@ -805,7 +805,8 @@ def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, 
     before = [p.copy() for p in net.parameters()]
     state = [s.copy() for s in net.optimizer.state]
     expected = (5, 4) if name == "w" else (1, 4)
-    message = rf"(layers\[0\]\.|the layer's ){name} must be a float32 array of shape \({expected[0]}, {expected[1]}\)"
+    message = (rf"(layers\[0\]\.|the layer's ){name} must be a float32 array "
+               rf"of shape \({expected[0]}, {expected[1]}\)")
     with pytest.raises(ValueError, match=message):
         net.train_step(x, y, keep_grads=keep_grads)
     with pytest.raises(ValueError, match=message):
@@ -829,7 +830,8 @@ def test_weights_replaced_between_forward_and_backward_are_refused(backend, batc
     for forward, backward in ((layer.forward_pass, layer.backward_pass), (net.forward, net.backward)):
         forward(x)
         layer.w = np.ones((4000, 4), np.float32)
-        with pytest.raises(ValueError, match=r"(layers\[0\]\.|the layer's )w must be a float32 array of shape \(5, 4\)"):
+        message = r"(layers\[0\]\.|the layer's )w must be a float32 array of shape \(5, 4\)"
+        with pytest.raises(ValueError, match=message):
             backward(dy)
         layer.w = np.ones((5, 4), np.float32)
 
