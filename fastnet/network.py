@@ -13,7 +13,7 @@ from fastnet.activations import Identity, kernel_code
 from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
-from fastnet.optimizers import SGD, Optimizer
+from fastnet.optimizers import SGD, Adam, Optimizer
 
 MODES = ("sgd", "gd")
 _PREDICT_CHUNK = 1024
@@ -27,6 +27,21 @@ def _serialised(method):
         with self._lock:
             return method(self, *args, **kwargs)
     return locked
+
+
+def _inference(method):
+    """``_serialised``, for methods that do not check the whole state first
+    (``_outputs`` says why): an unexpected error is looked at again by that
+    check, which names tampered state where there is some."""
+    @functools.wraps(method)
+    def checked_on_error(self, *args, **kwargs):
+        with self._lock:
+            try:
+                return method(self, *args, **kwargs)
+            except (AttributeError, TypeError, ValueError, IndexError):
+                self._check_state(optimizer=False)  # raises the clearer error, if any
+                raise
+    return checked_on_error
 
 
 class NeuralNetwork(HoldsKernels):
@@ -67,9 +82,20 @@ class NeuralNetwork(HoldsKernels):
     parallel work, use one network per thread.  ``copy.deepcopy`` or pickle
     gives an independent network with the same parameters, settings and
     optimizer state, without those buffers.
+
+    A step whose update could overflow (an input of 3e38, a diverging run)
+    raises ``FloatingPointError`` naming the step and the layer, with nothing
+    changed: every layer's update is checked before any is applied, from the
+    largest magnitudes of its input and dz and bounds on its parameters and
+    optimizer state that the steps carry forward (``fastnet.kernels.numpy.
+    optimizers`` explains the rule).  Those bounds are taken from the arrays
+    again whenever state is replaced and at every ``fit``; values written into
+    the parameters or the state in place in between are not looked at (write
+    huge values that way and the check can miss an overflow).
     """
 
-    _CACHES = ("_gd_acc", "_checked_key", "_plans")  # and the workspaces: not copied (HoldsKernels)
+    # not copied (HoldsKernels), nor are the workspaces
+    _CACHES = ("_gd_acc", "_checked_key", "_plans", "_bounds", "_m_bounds")
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
         # Everything is checked before any layer is built, so a refused network
@@ -221,14 +247,16 @@ class NeuralNetwork(HoldsKernels):
             self._checked_key = None
             self._plans = {}  # made again for the state as it is now
             self._check_state()
+            self._exact_bounds()
             self._checked_key = self._state_key()  # prepare may have made the optimizer's state
 
-    def _check_state(self):
+    def _check_state(self, optimizer=True):
         """The construction rules and every array the kernels index, checked
         again: the layers (DenseLayers, none twice, built, their parameters'
         shapes and dtype, adjacent widths, one dtype), the loss against the
-        last activation, the optimizer (this network's, hyperparameters the
-        dtype can hold) and its state.  Raises before anything is changed."""
+        last activation, and with ``optimizer`` the optimizer (this network's,
+        hyperparameters the dtype can hold) and its state (made at the first
+        step).  Raises before anything is changed."""
         layers = self.layers
         if type(layers) is not list or not layers:
             raise TypeError(f"network.layers must be a non-empty list of DenseLayers, got {layers!r:.80}")
@@ -250,6 +278,8 @@ class NeuralNetwork(HoldsKernels):
                 raise ValueError(f"layers[{i}] takes {la.n_inputs} inputs but layers[{i - 1}] has "
                                  f"{layers[i - 1].neurons_num} neurons")
         _check_logits(self._loss, layers[-1])
+        if not optimizer:
+            return
         opt = self._optimizer
         owner = None if opt._owner is None else opt._owner()
         if owner is not self:
@@ -406,29 +436,88 @@ class NeuralNetwork(HoldsKernels):
         if path == "sgd-in-gemm":
             return self._sgd_in_gemm_step(x, t, where)
         loss = self._forward_backward(x, t, where)
-        self._apply(self.gradients())
+        k = self._k
+        self._apply(self.gradients(), where, [
+            k.max_abs(la._dz) * max(k.max_abs(la._x), 1.0) for la in self.layers], x.shape[0])
         return loss
 
-    def _apply(self, grads):
+    def _apply(self, grads, where, g_maxes, sums):
         """The optimizer's update from ``grads`` (the layers' or the network's
-        own arrays), on state ``_checked`` has checked: without checking it
-        again, unless a subclass brings a ``step`` of its own."""
+        own arrays), on state ``_checked`` has checked (not checked again,
+        unless a subclass brings a ``step`` of its own), once every layer's
+        update is known to be safe (``_check_updates``; ``g_maxes``, ``sums``
+        as there)."""
         opt = self._optimizer
+        after = self._check_updates(where, g_maxes, sums)
         if type(opt).step is Optimizer.step:
             opt._step(self._k, self.parameters(), grads)
         else:
             opt.step(self._k, self.parameters(), grads)
+        self._bounds[...] = after
+
+    def _check_updates(self, where, g_maxes, sums, exact=False):
+        """The parameter and state bounds after this step's updates, when every
+        layer's update is safe (``kernels.sgd_update_bound``: no value it forms
+        can overflow); otherwise ``FloatingPointError``, and nothing changed.
+        ``g_maxes``: a bound on each layer's gradient; ``sums``: how many terms
+        its largest sums add (the batch, or 1 for a gradient given whole).  A
+        refusal on the bounds the steps carry forward is looked at again on the
+        exact ones (a pass over the parameters and state) before it stands."""
+        opt, k = self._optimizer, self._k
+        big, limit = k.safe_limits(self.dtype)
+        bounds, m_bounds = self._bounds, self._m_bounds
+        after = np.empty_like(bounds)
+        for i in range(len(self.layers) - 1, -1, -1):
+            g = g_maxes[i]
+            if isinstance(opt, SGD):  # subclasses are taken to keep SGD's rule
+                safe, after[i, 0], after[i, 1] = k.sgd_update_bound(
+                    g, sums * g, bounds[i, 0], bounds[i, 1], opt.lr, opt.momentum, opt.weight_decay,
+                    bool(opt.nesterov and opt.momentum != 0), big, limit)
+            elif isinstance(opt, Adam):
+                safe, after[i, 0], m, after[i, 1] = k.adam_update_bound(
+                    g, sums * g, bounds[i, 0], m_bounds[i], bounds[i, 1], opt.lr, opt.beta1, opt.beta2,
+                    opt.eps, opt.weight_decay, opt._next_t(), big, limit)
+                m_bounds[i] = max(m_bounds[i], m)  # a bound either way: kept even if refused below
+            else:  # an optimizer of the user's: its rule is unknown here
+                safe = math.isfinite(g) and sums * g <= big
+                after[i] = np.inf
+            if not safe:
+                if not exact:
+                    self._exact_bounds()
+                    return self._check_updates(where, g_maxes, sums, exact=True)
+                _refuse_update(where, i, g, self.dtype)
+        return after
+
+    def _exact_bounds(self):
+        """The bounds of ``_check_updates``, from the arrays: each layer's
+        largest parameter and state magnitudes."""
+        k, opt, layers = self._k, self._optimizer, self.layers
+        n = len(layers)
+        self._bounds, self._m_bounds = np.zeros((n, 2)), np.zeros(n)
+        st = opt.state
+        for i, la in enumerate(layers):
+            self._bounds[i, 0] = max(k.max_abs(la.w), k.max_abs(la.b))
+            if isinstance(st, list) and len(st) == 2 * n:
+                self._bounds[i, 1] = max(k.max_abs(st[2 * i]), k.max_abs(st[2 * i + 1]))
+            elif isinstance(st, dict) and len(st.get("m", ())) == 2 * n:
+                self._bounds[i, 1] = max(k.max_abs(st["v"][2 * i]), k.max_abs(st["v"][2 * i + 1]))
+                self._m_bounds[i] = max(k.max_abs(st["m"][2 * i]), k.max_abs(st["m"][2 * i + 1]))
 
     def _sgd_in_gemm_step(self, x, t, where):
-        opt, layers = self.optimizer, self.layers
+        opt, layers, k = self.optimizer, self.layers, self._k
         # the state was checked (_checked), the forward pass raises before any update
         loss, dout = self._forward_loss(x, t, where)
         # every buffer the steps need exists before the first layer is updated: the
         # forward pass sized a, y, dz, dw and db; the input gradients' are sized here
         dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
                for i, la in enumerate(layers)]
+        for i in range(len(layers) - 1, -1, -1):  # every dz, with the weights before any update
+            dout = layers[i]._dz_and_dx(dout, dxs[i])
+        after = self._check_updates(where, [k.max_abs(la._dz) * max(k.max_abs(la._x), 1.0) for la in layers],
+                                    x.shape[0])
         for i in range(len(layers) - 1, -1, -1):
-            dout = layers[i]._backward_sgd(dout, dxs[i], opt.lr, opt.state[2 * i + 1])
+            layers[i]._sgd_in_gemm(opt.lr, opt.state[2 * i + 1], dxs[i])
+        self._bounds[...] = after
         return loss
 
     def _fused_step(self, x, t, where, plan, buffers):
@@ -439,9 +528,14 @@ class NeuralNetwork(HoldsKernels):
             layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
             layer._dw = layer._db = layer._dx = None  # not materialised on this path
             inp = y
-        loss = float(self._k.fused_sgd_step(
-            x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
-            bool(opt.nesterov and opt.momentum != 0)))
+        args = (x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+                bool(opt.nesterov and opt.momentum != 0))
+        loss = float(self._k.fused_sgd_step(*args, self._bounds))
+        if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
+            self._exact_bounds()
+            loss = float(self._k.fused_sgd_step(*args, self._bounds))
+            if loss < 0:
+                _refuse_update(where, int(-loss) - 1, None, self.dtype)
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
         return loss
 
@@ -584,6 +678,7 @@ class NeuralNetwork(HoldsKernels):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self._checked()  # before anything is sized, or sent to other ranks, from the layers
+        self._exact_bounds()  # in-place writes since the last step are looked at here (see Notes)
         X, T = self._check_xy(X, y, whole=True)
         val = None
         if validation_data is not None:
@@ -626,7 +721,10 @@ class NeuralNetwork(HoldsKernels):
 
     def _epoch_gd(self, X, T, order, starts, batch_size, epoch, bar):
         acc_grads, total_loss, total_acc = self._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
-        self._apply(acc_grads)  # the state was checked by fit
+        k = self._k
+        g_maxes = [max(k.max_abs(acc_grads[2 * i]), k.max_abs(acc_grads[2 * i + 1]))
+                   for i in range(len(self.layers))]
+        self._apply(acc_grads, f"at epoch {epoch}", g_maxes, 1)  # the state was checked by fit
         return total_loss / X.shape[0], total_acc / X.shape[0]
 
     def _gd_accumulate(self, X, T, order, starts, batch_size, epoch, bar):
@@ -659,40 +757,40 @@ class NeuralNetwork(HoldsKernels):
 
     # -- inference ----------------------------------------------------------------------
     def _outputs(self, X):
-        """Network outputs for validated X, computed in chunks, as a new array."""
+        """Network outputs for validated X, computed in chunks, as a new array.
+
+        Inference does not check the whole state (``_checked``, 2.5 us a call,
+        4% of a one-row predict): each layer checks what its kernels index,
+        its parameters and the width and dtype of its input, as it runs."""
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         for s in range(0, X.shape[0], _PREDICT_CHUNK):
             out[s:s + _PREDICT_CHUNK] = self._forward(kernel_ready(X[s:s + _PREDICT_CHUNK]))
         return out
 
-    @_serialised
+    @_inference
     def predict(self, X):
         """Predictions: class labels for the classification losses (shape
         (n,) for softmax, (n, C) or (n,) for binary), outputs for regression."""
-        self._checked()
         return self.loss.predict(self._outputs(self._check_x(X, whole=True)))
 
-    @_serialised
+    @_inference
     def predict_proba(self, X):
         """Class probabilities (softmax or sigmoid of the logits), shape (n, C)."""
         if not self.loss.is_classifier:
             raise TypeError(f"predict_proba needs a classification loss, not {self.loss!r}")
-        self._checked()
         return self.loss.predict_proba(self._outputs(self._check_x(X, whole=True)))
 
-    @_serialised
+    @_inference
     def evaluate(self, X, y, comm=None):
         """The loss (and accuracy, for classification) on ``X``, ``y`` as a dict.
 
         With an mpi4py ``comm``, ``X``, ``y`` are this rank's shard and every
         rank gets the means over all the ranks' samples."""
         if comm is None:
-            self._checked()
             return self._evaluate(*self._check_xy(X, y, whole=True))
         from fastnet import distributed
 
         def local():
-            self._checked()
             x, t = self._check_xy(X, y, whole=True)
             return self._evaluate(x, t), x.shape[0]
 
@@ -753,6 +851,13 @@ def _check_logits(loss, last):
             f"{type(loss).__name__} takes logits: the last layer's activation must be "
             f"'identity', got {last.activation!r}"
         )
+
+
+def _refuse_update(where, i, g_max, dtype):
+    grad = "" if g_max is None else f" (its gradient reaches {g_max:.3g})"
+    raise FloatingPointError(
+        f"training diverged {where}: the update of layers[{i}] could overflow {dtype}{grad}; no "
+        "parameter or optimizer state was changed. Try a smaller learning rate or check the data.")
 
 
 def _check_loss(loss, where):

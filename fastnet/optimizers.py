@@ -260,12 +260,17 @@ class Adam(Optimizer):
         self._check_arrays("state['m']", st["m"], params)
         self._check_arrays("state['v']", st["v"], params)
 
-    def _step(self, kernels, params, grads):
+    def _next_t(self):
+        """The step count after this step; the count checked, as the one piece of
+        state that changes every step (the networks' checks skip it)."""
         t = self.state["t"]
-        if type(t) is not int or t < 0:  # the one piece of state that changes every step
+        if type(t) is not int or t < 0:
             raise ValueError(f"optimizer.state['t'] must be the number of steps taken, an int >= 0, "
                              f"got {_short(t)}")
-        t = self.state["t"] = t + 1
+        return t + 1
+
+    def _step(self, kernels, params, grads):
+        t = self.state["t"] = self._next_t()
         for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"], strict=True):
             kernels.adam_step(p, g, m, v, self.lr, self.beta1, self.beta2, self.eps,
                               self.weight_decay, t)

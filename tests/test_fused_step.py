@@ -290,13 +290,14 @@ how = sys.argv[1]
 x, tt = t._step_data(3)
 arrays = t._plan_arrays(3, momentum=True)
 plan = jit.fused_plan(*arrays)
-jit.fused_sgd_step(x, tt, plan, 1, 0.1, 0.0, 0.0, False)
+jit.fused_sgd_step(x, tt, plan, 1, 0.1, 0.0, 0.0, False, np.zeros((2, 2)))
 copies = {"deepcopy": copy.deepcopy, "pickle": lambda p: pickle.loads(pickle.dumps(p)), "copy": copy.copy}
 twin = copies[how](plan)
 before = [w.copy() for w in arrays[0]]
 want = ref.fused_plan(*(copy.deepcopy(a) for a in arrays))  # the reference, from the same state
-loss = jit.fused_sgd_step(x, tt, twin, 1, 0.1, 0.9, 0.0, False)  # with momentum: other kernels
-assert np.isclose(loss, ref.fused_sgd_step(x, tt, want, 1, 0.1, 0.9, 0.0, False), rtol=1e-5)
+bounds = np.zeros((2, 2))
+loss = jit.fused_sgd_step(x, tt, twin, 1, 0.1, 0.9, 0.0, False, bounds)  # with momentum: other kernels
+assert np.isclose(loss, ref.fused_sgd_step(x, tt, want, 1, 0.1, 0.9, 0.0, False, np.zeros((2, 2))), rtol=1e-5)
 stepped = [layer[0] for layer in twin.arrays]  # each layer's w
 for got, w_ref in zip(stepped, want.ws, strict=True):
     t._close(got, w_ref, t.STEP_TOL[np.float32])
@@ -342,10 +343,10 @@ def test_a_step_refuses_arrays_numba_would_type_apart():
     x, t = _step_data(2)
     wide = np.repeat(x, 2, axis=1)[:, ::2]  # the right shape, but not contiguous
     with pytest.raises(ValueError, match="x must be a C-contiguous, writeable, aligned array"):
-        jit.fused_sgd_step(wide, t, plan, 1, 0.1, 0.0, 0.0, False)
+        jit.fused_sgd_step(wide, t, plan, 1, 0.1, 0.0, 0.0, False, np.zeros((2, 2)))
     t.setflags(write=False)
     with pytest.raises(ValueError, match="t must be a C-contiguous, writeable, aligned array"):
-        jit.fused_sgd_step(x, t, plan, 1, 0.1, 0.0, 0.0, False)
+        jit.fused_sgd_step(x, t, plan, 1, 0.1, 0.0, 0.0, False, np.zeros((2, 2)))
 
 
 def test_empty_velocities_that_start_where_their_parameter_does():
@@ -356,6 +357,7 @@ def test_empty_velocities_that_start_where_their_parameter_does():
 
     x, t = _step_data(3)
     arrays = _plan_arrays(3, empty=lambda p: p[:0])
-    want = ref.fused_sgd_step(x, t, ref.fused_plan(*_plan_arrays(3)), 1, 0.1, 0.0, 0.0, False)
-    assert np.isclose(jit.fused_sgd_step(x, t, jit.fused_plan(*arrays), 1, 0.1, 0.0, 0.0, False), want,
-                      rtol=1e-5)
+    want = ref.fused_sgd_step(x, t, ref.fused_plan(*_plan_arrays(3)), 1, 0.1, 0.0, 0.0, False,
+                              np.zeros((2, 2)))
+    got = jit.fused_sgd_step(x, t, jit.fused_plan(*arrays), 1, 0.1, 0.0, 0.0, False, np.zeros((2, 2)))
+    assert np.isclose(got, want, rtol=1e-5)

@@ -19,13 +19,23 @@ from .activations import activation_derivative, activation_forward, activation_g
 from .dense import dense_backward, dense_backward_sgd, dense_forward, input_grad
 from .fused import fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
-from .optimizers import adam_step, flush_subnormal, running_mean, sgd_step
+from .optimizers import (
+                         adam_step,
+                         adam_update_bound,
+                         flush_subnormal,
+                         max_abs,
+                         running_mean,
+                         safe_limits,
+                         sgd_step,
+                         sgd_update_bound,
+)
 
 __all__ = [
     "activation_derivative",
     "activation_forward",
     "activation_grad",
     "adam_step",
+    "adam_update_bound",
     "check_and_one_hot",
     "dense_backward",
     "dense_backward_sgd",
@@ -37,8 +47,11 @@ __all__ = [
     "loss_and_grad",
     "loss_grad",
     "loss_value",
+    "max_abs",
     "running_mean",
+    "safe_limits",
     "sgd_step",
+    "sgd_update_bound",
     "softmax",
 ]
 

@@ -32,7 +32,7 @@ from .dense import (
     update_tiled_unaliased,
 )
 from .losses import LOSS_AND_GRAD
-from .optimizers import momentum_rule, tiny
+from .optimizers import max_abs, momentum_rule, safe_limits, sgd_update_bound, tiny
 from .tuning import UPDATE_TILES_MIN_BATCH
 
 __all__ = ["fused_plan", "fused_sgd_step"]
@@ -235,11 +235,12 @@ _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see d
 
 @jit
 def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay,
-                  nesterov):
+                  nesterov, bounds, after, big, limit):
     """The step of ``fused_sgd_step``, on a plan's table of addresses (``fns``:
     ``LEAVES.table(dtype)``; ``codes``: the batch size's ``forward_rows_code``,
     ``input_grad_code`` and ``rows_code``; ``update``: which update kernel).  The
-    caller has made sure that every kernel the step reaches is compiled."""
+    caller has made sure that every kernel the step reaches is compiled.
+    ``after``: room for the bounds after the step, (layers, 2) float64."""
     T = x.dtype.type
     lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
     n_layers, batch = table.shape[0], x.shape[0]
@@ -258,16 +259,29 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
     loss = _call(fns, LOSS, loss_kind, (y, t, g))
     if not math.isfinite(loss):
         return loss
-    for i in range(n_layers - 1, -1, -1):
+    for i in range(n_layers - 1, -1, -1):  # every dz, with the weights before any update
         n_in, n_out = table[i, N_IN], table[i, N_OUT]
         w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
-        x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
         _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, b, False))
-        g_in = g
-        if i > 0:  # the input gradient, with the weights before their update
+        if i > 0:
             g_in = array_at(table[i - 1, G], batch, n_in, x)
             _call(fns, DX, codes[1], (g, w, g_in))
+            g = g_in
+    for i in range(n_layers - 1, -1, -1):  # every update checked before any is applied
+        n_in, n_out = table[i, N_IN], table[i, N_OUT]
+        x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
+        g_max = max_abs(array_at(table[i, G], batch, n_out, x)) * max(max_abs(x_i), 1.0)
+        safe, after[i, 0], after[i, 1] = sgd_update_bound(
+            g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
+            big, limit)
+        if not safe:
+            return -(i + 1.0)
+    for i in range(n_layers - 1, -1, -1):
+        n_in, n_out = table[i, N_IN], table[i, N_OUT]
+        w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
+        x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
+        g = array_at(table[i, G], batch, n_out, x)
         if update == UPD_MOMENTUM:
             vw, vb = array_at(table[i, VW], n_in, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
             _call(fns, UPD_MOMENTUM, codes[2], (x_i, g, w, vw, lr_, mu, wd, nesterov, scratch))
@@ -278,7 +292,7 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
             else:
                 _call(fns, UPD_PLAIN, codes[2], (x_i, g, w, lr_, wd, scratch))
             _call(fns, BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
-        g = g_in
+    bounds[:, :] = after
     return loss
 
 
@@ -291,7 +305,7 @@ class FusedPlan:
     arrays, and only ``fused_plan`` makes a table from arrays."""
 
     __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
-                 "velocities", "ready")
+                 "velocities", "ready", "after", "limits")
 
     def __reduce__(self):
         ws, bs, vws, vbs, as_, ys, gs, kinds, alphas = (list(c) for c in zip(*self.arrays, strict=True))
@@ -347,6 +361,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     plan.fns, plan.dtype = LEAVES.table(dtype), dtype
     plan.x_shape, plan.t_shape = (batch, int(table[0, N_IN])), (batch, int(table[-1, N_OUT]))
     plan.velocities, plan.ready = all(velocities), set()
+    plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch)], np.int64)
     if batch >= 4:
         LEAVES.need(dtype, FWD_TILES)
@@ -386,11 +401,16 @@ def _update_kernel(batch, momentum, weight_decay):
     return UPD_TILED if batch >= UPDATE_TILES_MIN_BATCH and weight_decay == 0 else UPD_PLAIN
 
 
-def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
+def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds):
     """Same contract as ``fastnet.kernels.numpy.fused_sgd_step``, in one compiled call."""
     if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
         raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
                          f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
+    after = plan.after
+    if not (type(bounds) is np.ndarray and bounds.shape == after.shape and bounds.dtype == after.dtype
+            and bounds.flags.c_contiguous and bounds.flags.writeable):
+        raise ValueError(f"bounds must be a writeable C-contiguous float64 array of shape {after.shape}, "
+                         f"got {bounds!r:.80}")
     update = _update_kernel(x.shape[0], momentum, weight_decay)
     if (loss_kind, update) not in plan.ready:
         if update == UPD_MOMENTUM and not plan.velocities:
@@ -404,7 +424,7 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
         plan.ready.add((loss_kind, update))
     try:
         return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind,
-                             update, lr, momentum, weight_decay, nesterov)
+                             update, lr, momentum, weight_decay, nesterov, bounds, after, *plan.limits)
     except Exception:  # numba refused the arrays' types (checked here only then: it costs every step)
         for name, arr in (("x", x), ("t", t)):
             if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):

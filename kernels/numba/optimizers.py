@@ -1,5 +1,8 @@
 """Optimizer updates, compiled (twin: ``fastnet.kernels.numpy.optimizers``).
 
+The update bounds are the reference's own functions, compiled: one source
+for the rule that decides whether a step may be applied.
+
 Scalars are cast to the arrays' dtype inside the kernels, so float32 stays
 float32.  ``momentum_rule`` is the SGD momentum rule for one element, shared
 with the fused step's updates (``fused``); the SGD kernels' multiply-adds may
@@ -10,9 +13,29 @@ import math
 
 import numpy as np
 
+from ..numpy import optimizers as _ref
 from .cpu import jit, jit_fma
 
-__all__ = ["adam_step", "flush_subnormal", "running_mean", "sgd_step"]
+__all__ = ["adam_step", "adam_update_bound", "flush_subnormal", "max_abs", "running_mean",
+           "safe_limits", "sgd_step", "sgd_update_bound"]
+
+safe_limits = _ref.safe_limits  # Python: called once per plan, not per step
+sgd_update_bound = jit(_ref.sgd_update_bound)
+adam_update_bound = jit(_ref.adam_update_bound)
+
+
+@jit
+def max_abs(a):
+    """Same contract as ``fastnet.kernels.numpy.max_abs``."""
+    af = a.reshape(-1)
+    m = 0.0
+    for i in range(af.size):
+        v = abs(af[i])
+        if v != v:
+            return math.nan
+        if v > m:
+            m = v
+    return float(m)
 
 _TINY32 = float(np.finfo(np.float32).tiny)
 _TINY64 = float(np.finfo(np.float64).tiny)

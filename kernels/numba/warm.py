@@ -32,13 +32,18 @@ def signatures(dtype):
     out += [
         (fused.compiled_step, (m, m, types.Array(i64, 1, "C"), types.Array(i64, 2, "C"),
                                types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), types.Array(i64, 1, "C"),
-                               i64, i64, f64, f64, f64, types.boolean)),
+                               i64, i64, f64, f64, f64, types.boolean, types.Array(f64, 2, "C"),
+                               types.Array(f64, 2, "C"), f64, f64)),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),
         (optimizers.adam_step, (m, m, m, m, f64, f64, f64, f64, f64, i64)),
         (optimizers.running_mean, (m, m, f64)),
+        (optimizers.max_abs, (m,)),
     ]
+    # float64 scalars whatever the arrays' dtype (a second compile of them is a no-op)
+    out += [(optimizers.sgd_update_bound, (f64,) * 7 + (types.boolean, f64, f64)),
+            (optimizers.adam_update_bound, (f64,) * 10 + (i64, f64, f64))]
     out += [(kernel, (m, m)) for kernel in losses.LOSS_VALUE]
     return out
 

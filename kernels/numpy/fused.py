@@ -10,7 +10,7 @@ import numpy as np
 from .activations import activation_grad
 from .dense import dense_forward, input_grad
 from .losses import loss_grad, loss_value
-from .optimizers import sgd_step
+from .optimizers import max_abs, safe_limits, sgd_step, sgd_update_bound
 
 __all__ = ["fused_plan", "fused_sgd_step"]
 
@@ -37,18 +37,23 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
                      tuple(float(a) for a in alphas), tuple(as_), tuple(ys), tuple(gs), None)
 
 
-def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
+def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds):
     """One SGD training step of a stack of dense layers; returns the batch loss.
 
     Forward through every layer, the loss and its gradient, then, from the
-    last layer down, dz = g * f'(a), the input gradient for the layer below
-    (with the weights before their update), and the SGD update of w and b
-    (``sgd_step``'s rule).  x : (B, n_0) input; t : (B, C) targets; plan : from
-    ``fused_plan``, for this B.  A loss that is not finite is returned before
-    anything is updated.
+    last layer down, dz = g * f'(a) and the input gradient for the layer
+    below (with the weights before any update), then each layer's SGD update
+    of w and b (``sgd_step``'s rule).  x : (B, n_0) input; t : (B, C) targets;
+    plan : from ``fused_plan``, for this B.  bounds : (layers, 2) float64,
+    bounds on each layer's parameters' and velocities' magnitudes (see
+    ``sgd_update_bound``), updated when the step is applied.
+
+    Nothing is updated when the loss is not finite (it is returned), nor when
+    the update of a layer l is not safe (``sgd_update_bound``): then
+    ``-(l + 1)`` is returned, which no loss is.
     """
     ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, _ = plan
-    n_layers = len(ws)
+    n_layers, batch = len(ws), x.shape[0]
     inp = x
     for i in range(n_layers):
         dense_forward(inp, ws[i], bs[i], kinds[i], alphas[i], as_[i], ys[i])
@@ -58,13 +63,21 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov):
         return loss
     loss_grad(loss_kind, ys[-1], t, gs[-1])
     for i in range(n_layers - 1, -1, -1):
-        x_i = x if i == 0 else ys[i - 1]
-        g = gs[i]
-        activation_grad(kinds[i], alphas[i], as_[i], ys[i], g, g)
-        dw = x_i.T @ g / x.shape[0]
-        db = g.sum(axis=0, keepdims=True) / x.shape[0]
+        activation_grad(kinds[i], alphas[i], as_[i], ys[i], gs[i], gs[i])
         if i > 0:
-            input_grad(g, ws[i], gs[i - 1])
-        sgd_step(ws[i], dw, vws[i], lr, momentum, weight_decay, nesterov)
-        sgd_step(bs[i], db, vbs[i], lr, momentum, weight_decay, nesterov)
+            input_grad(gs[i], ws[i], gs[i - 1])
+    big, limit = safe_limits(x.dtype)
+    after = np.empty_like(bounds)
+    for i in range(n_layers - 1, -1, -1):
+        g_max = max_abs(gs[i]) * max(max_abs(x if i == 0 else ys[i - 1]), 1.0)
+        safe, after[i, 0], after[i, 1] = sgd_update_bound(
+            g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
+            big, limit)
+        if not safe:
+            return -(i + 1.0)
+    for i in range(n_layers - 1, -1, -1):
+        x_i, g = (x if i == 0 else ys[i - 1]), gs[i]
+        sgd_step(ws[i], x_i.T @ g / batch, vws[i], lr, momentum, weight_decay, nesterov)
+        sgd_step(bs[i], g.sum(axis=0, keepdims=True) / batch, vbs[i], lr, momentum, weight_decay, nesterov)
+    bounds[...] = after
     return loss
