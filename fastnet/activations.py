@@ -44,11 +44,20 @@ class Activation:
     def __repr__(self):
         return f"{type(self).__name__}()"
 
+    def output_bound(self, a_max):
+        """A bound on |f(a)| over |a| <= a_max, with which a network checks a
+        training step without a pass over the layer's outputs; None: unknown
+        (the outputs are then scanned)."""
+        return None
+
 
 class Identity(Activation):
     """f(a) = a.  The output activation for the cross-entropy losses (logits)."""
 
     name = "identity"
+
+    def output_bound(self, a_max):
+        return a_max
 
 
 class Sigmoid(Activation):
@@ -56,17 +65,26 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
+    def output_bound(self, a_max):
+        return 1.0
+
 
 class Tanh(Activation):
     """f(a) = tanh(a)."""
 
     name = "tanh"
 
+    def output_bound(self, a_max):
+        return 1.0
+
 
 class ReLU(Activation):
     """f(a) = max(a, 0); f'(0) is taken as 0."""
 
     name = "relu"
+
+    def output_bound(self, a_max):
+        return a_max
 
 
 class _WithAlpha(Activation):
@@ -103,6 +121,9 @@ class LeakyReLU(_WithAlpha):
     """f(a) = a for a > 0, alpha * a otherwise (alpha defaults to 0.01)."""
 
     name = "leaky_relu"
+
+    def output_bound(self, a_max):
+        return max(1.0, self.alpha) * a_max
     default_alpha = 0.01
 
 
@@ -110,6 +131,9 @@ class ELU(_WithAlpha):
     """f(a) = a for a > 0, alpha * (exp(a) - 1) otherwise (alpha defaults to 1)."""
 
     name = "elu"
+
+    def output_bound(self, a_max):
+        return max(a_max, self.alpha)
     default_alpha = 1.0
 
 
@@ -118,12 +142,18 @@ class Softplus(Activation):
 
     name = "softplus"
 
+    def output_bound(self, a_max):
+        return a_max + 0.6931471805599453  # log(1 + e^a) <= max(a, 0) + log 2
+
 
 class GELU(Activation):
     """Gaussian error linear unit, tanh form:
     f(a) = 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))."""
 
     name = "gelu"
+
+    def output_bound(self, a_max):
+        return a_max  # |a Phi(a)| <= |a|
 
 
 _BY_NAME = {

@@ -248,7 +248,7 @@ class NeuralNetwork(HoldsKernels):
             self._plans = {}  # made again for the state as it is now
             self._check_state()
             self._exact_bounds()
-            self._checked_key = self._state_key()  # prepare may have made the optimizer's state
+            self._checked_key = self._state_key()  # prepare may have replaced the optimizer's state
 
     def _check_state(self, optimizer=True):
         """The construction rules and every array the kernels index, checked
@@ -285,26 +285,32 @@ class NeuralNetwork(HoldsKernels):
         if owner is not self:
             opt._claim(self)  # raises when another network has it (a shallow copy shares it)
         opt.check_representable(dtype)
-        opt.prepare(self.parameters())
+        if opt.state is not None:  # made by the first step that is applied (_train_batch)
+            opt.prepare(self.parameters())
 
     def _check_x(self, x, name="X", whole=False):
         """Validated x; ``whole``: a data set that is split into batches later (a
         read-only one is then copied batch by batch, not whole: ``kernel_ready``)."""
         return as_float_batch(x, self.n_inputs, self.dtype, name=name, cast=True, writeable=not whole)
 
-    def _check_xy(self, x, y, reuse=False, whole=False):
-        """Validated (x, targets); with ``reuse``, targets that must be built
-        (class labels) go into a workspace of the network (train_step);
-        ``whole`` as for ``_check_x``."""
-        if reuse and self._plain_labels_batch(x, y):
+    def _check_xy(self, x, y, whole=False):
+        """Validated (x, targets); ``whole`` as for ``_check_x``."""
+        x = self._check_x(x, whole=whole)
+        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype)
+
+    def _check_step_xy(self, x, y):
+        """train_step's (x, targets, x's largest magnitude or None): targets
+        that must be built (class labels) go into a workspace of the network."""
+        if self._plain_labels_batch(x, y):
             # the common case in one kernel call; anything it refuses is looked
             # at again below, which raises the error that names the problem
             t = self._workspace("targets", x.shape[0], self.n_outputs)
-            if self._k.check_and_one_hot(x, y, t):
-                return x, t
-        x = self._check_x(x, whole=whole)
-        out = self._workspace("targets", x.shape[0], self.n_outputs) if reuse else None
-        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out)
+            x_max = self._k.check_and_one_hot(x, y, t)
+            if x_max >= 0:
+                return x, t, x_max
+        x = self._check_x(x)
+        out = self._workspace("targets", x.shape[0], self.n_outputs)
+        return x, self.loss.prepare_targets(y, x.shape[0], self.n_outputs, self.dtype, out=out), None
 
     def _plain_labels_batch(self, x, y):
         """x already a C-contiguous batch in the network's dtype and y int64
@@ -388,8 +394,8 @@ class NeuralNetwork(HoldsKernels):
         """
         keep_grads = flag(keep_grads, "keep_grads")
         self._checked()
-        x, t = self._check_xy(x, y, reuse=True)
-        return self._train_batch(x, t, "in train_step", keep_grads)
+        x, t, x_max = self._check_step_xy(x, y)
+        return self._train_batch(x, t, "in train_step", keep_grads, x_max)
 
     def plan(self, batch_size, comm=None):
         """The path a training step takes for a batch of this size.
@@ -426,43 +432,49 @@ class NeuralNetwork(HoldsKernels):
             return "sgd-in-gemm"
         return "layered"
 
-    def _train_batch(self, x, t, where, keep_grads=False):
+    def _train_batch(self, x, t, where, keep_grads=False, x_max=None):
         """One update on validated data and checked state (``_checked``: by
         ``train_step`` before each step, by ``fit`` before its first), on the
         path ``plan`` picks."""
+        if self._optimizer.state is None:  # the first step: its input was valid, so it is applied
+            self._optimizer.prepare(self.parameters())
+            self._checked()
         path, plan, buffers = ("layered", None, None) if keep_grads else self._execution_plan(x.shape[0])
         if path == "fused":
             return self._fused_step(x, t, where, plan, buffers)
         if path == "sgd-in-gemm":
-            return self._sgd_in_gemm_step(x, t, where)
+            return self._sgd_in_gemm_step(x, t, where, x_max)
         loss = self._forward_backward(x, t, where)
-        k = self._k
-        self._apply(self.gradients(), where, [
-            k.max_abs(la._dz) * max(k.max_abs(la._x), 1.0) for la in self.layers], x.shape[0])
+        self._apply(self.gradients(), where, self._grad_bounds(x_max), x.shape[0],
+                    lambda: self._grad_bounds(exact=True))
         return loss
 
-    def _apply(self, grads, where, g_maxes, sums):
+    def _apply(self, grads, where, g_maxes, sums, exact_grads=None):
         """The optimizer's update from ``grads`` (the layers' or the network's
         own arrays), on state ``_checked`` has checked (not checked again,
         unless a subclass brings a ``step`` of its own), once every layer's
         update is known to be safe (``_check_updates``; ``g_maxes``, ``sums``
         as there)."""
         opt = self._optimizer
-        after = self._check_updates(where, g_maxes, sums)
+        if opt.state is None:  # fit's full-batch mode: the first update
+            opt.prepare(self.parameters())
+            self._checked()
+        after = self._check_updates(where, g_maxes, sums, exact_grads)
         if type(opt).step is Optimizer.step:
             opt._step(self._k, self.parameters(), grads)
         else:
             opt.step(self._k, self.parameters(), grads)
         self._bounds[...] = after
 
-    def _check_updates(self, where, g_maxes, sums, exact=False):
+    def _check_updates(self, where, g_maxes, sums, exact_grads=None, exact=False):
         """The parameter and state bounds after this step's updates, when every
         layer's update is safe (``kernels.sgd_update_bound``: no value it forms
         can overflow); otherwise ``FloatingPointError``, and nothing changed.
         ``g_maxes``: a bound on each layer's gradient; ``sums``: how many terms
         its largest sums add (the batch, or 1 for a gradient given whole).  A
         refusal on the bounds the steps carry forward is looked at again on the
-        exact ones (a pass over the parameters and state) before it stands."""
+        exact ones (a pass over the parameters and state; ``exact_grads()``,
+        when given, the gradients' bounds from scans) before it stands."""
         opt, k = self._optimizer, self._k
         big, limit = k.safe_limits(self.dtype)
         bounds, m_bounds = self._bounds, self._m_bounds
@@ -484,7 +496,8 @@ class NeuralNetwork(HoldsKernels):
             if not safe:
                 if not exact:
                     self._exact_bounds()
-                    return self._check_updates(where, g_maxes, sums, exact=True)
+                    g_exact = g_maxes if exact_grads is None else exact_grads()
+                    return self._check_updates(where, g_exact, sums, exact=True)
                 _refuse_update(where, i, g, self.dtype)
         return after
 
@@ -503,8 +516,27 @@ class NeuralNetwork(HoldsKernels):
                 self._bounds[i, 1] = max(k.max_abs(st["v"][2 * i]), k.max_abs(st["v"][2 * i + 1]))
                 self._m_bounds[i] = max(k.max_abs(st["m"][2 * i]), k.max_abs(st["m"][2 * i + 1]))
 
-    def _sgd_in_gemm_step(self, x, t, where):
-        opt, layers, k = self.optimizer, self.layers, self._k
+    def _grad_bounds(self, x_max=None, exact=False):
+        """Bounds on each layer's gradient after a backward pass: its dz's
+        largest magnitude times a bound on its input's (at least 1: the bias's
+        "input").  The inputs' bounds come from the forward pass's arithmetic
+        (|a| <= n_in |x|max |w|max + |b|max, then the activation's
+        ``output_bound``) without a pass over the outputs, and ``x_max``, when
+        given, bounds the first layer's input (fit: the data set's); with
+        ``exact``, or for a user's activation, every input is scanned."""
+        k, bounds, out = self._k, self._bounds, []
+        x_i = x_max
+        for i, la in enumerate(self.layers):
+            if x_i is None or exact:
+                x_i = k.max_abs(la._x)
+            out.append(k.max_abs(la._dz) * max(x_i, 1.0))
+            act = la.activation
+            a_max = la.n_inputs * x_i * bounds[i, 0] + bounds[i, 0]  # bounds[i, 0]: w's and b's
+            x_i = act.output_bound(a_max) if kernel_code(act) is not None else None
+        return out
+
+    def _sgd_in_gemm_step(self, x, t, where, x_max=None):
+        opt, layers = self.optimizer, self.layers
         # the state was checked (_checked), the forward pass raises before any update
         loss, dout = self._forward_loss(x, t, where)
         # every buffer the steps need exists before the first layer is updated: the
@@ -513,8 +545,8 @@ class NeuralNetwork(HoldsKernels):
                for i, la in enumerate(layers)]
         for i in range(len(layers) - 1, -1, -1):  # every dz, with the weights before any update
             dout = layers[i]._dz_and_dx(dout, dxs[i])
-        after = self._check_updates(where, [k.max_abs(la._dz) * max(k.max_abs(la._x), 1.0) for la in layers],
-                                    x.shape[0])
+        after = self._check_updates(where, self._grad_bounds(x_max), x.shape[0],
+                                    lambda: self._grad_bounds(exact=True))
         for i in range(len(layers) - 1, -1, -1):
             layers[i]._sgd_in_gemm(opt.lr, opt.state[2 * i + 1], dxs[i])
         self._bounds[...] = after
@@ -680,6 +712,8 @@ class NeuralNetwork(HoldsKernels):
         self._checked()  # before anything is sized, or sent to other ranks, from the layers
         self._exact_bounds()  # in-place writes since the last step are looked at here (see Notes)
         X, T = self._check_xy(X, y, whole=True)
+        self._x_max = max(self._k.max_abs(kernel_ready(X[s:s + _PREDICT_CHUNK]))  # every batch's bound
+                          for s in range(0, X.shape[0], _PREDICT_CHUNK))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -713,7 +747,7 @@ class NeuralNetwork(HoldsKernels):
     def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         total_loss = total_acc = 0.0
         for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._train_batch(xb, tb, f"at epoch {epoch}, step {step}")
+            loss = self._train_batch(xb, tb, f"at epoch {epoch}, step {step}", x_max=self._x_max)
             total_acc += self._batch_accuracy(tb)  # from the outputs before the update
             total_loss += loss * xb.shape[0]
             bar.update()

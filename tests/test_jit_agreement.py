@@ -155,7 +155,8 @@ def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, no_direct_blas):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_check_and_one_hot_agrees(dtype):
-    """Same verdicts and bitwise the same one-hot rows; a refusal leaves t as it was."""
+    """Same verdicts (x's largest magnitude, or -1) and bitwise the same one-hot
+    rows; a refusal leaves t as it was."""
     rng = np.random.default_rng(5)
     for case in range(300):
         batch, n, classes = int(rng.integers(1, 18)), int(rng.integers(1, 40)), int(rng.integers(1, 12))
@@ -168,7 +169,8 @@ def test_check_and_one_hot_agrees(dtype):
         expect = bool(np.isfinite(x).all() and labels.min() >= 0 and labels.max() < classes)
         for mod in (R, J):
             t = np.full((batch, classes), 7.0, dtype)
-            assert mod.check_and_one_hot(x, labels, t) == expect, f"{mod.__name__} case {case}"
+            got = mod.check_and_one_hot(x, labels, t)
+            assert got == (float(np.abs(x).max()) if expect else -1.0), f"{mod.__name__} case {case}"
             want = np.eye(classes, dtype=dtype)[labels] if expect else np.full((batch, classes), 7.0, dtype)
             np.testing.assert_array_equal(t, want, err_msg=f"{mod.__name__} case {case}")
 

@@ -7,37 +7,33 @@ a constant, so only the losses in use are compiled.
 
 import math
 
-import numpy as np
-
 from fastnet.kernels import LOSSES, MSE, SOFTMAX_XENT
 
 from .activations import sigmoid
 from .cpu import by_code, jit, jit_dot
+from .optimizers import max_abs
 
 __all__ = ["check_and_one_hot", "loss_and_grad", "loss_grad", "loss_value", "softmax"]
 
 
 @jit_dot
 def check_and_one_hot(x, labels, t):
-    """Same contract as ``fastnet.kernels.numpy.check_and_one_hot``, in one compiled pass."""
-    xf = x.reshape(-1)
-    inf = x.dtype.type(np.inf)
-    finite = 0
-    for i in range(xf.size):  # a count of comparisons vectorises, and warns of nothing as Python
-        finite += abs(xf[i]) < inf  # False for NaN and for +-inf
-    if finite != xf.size:
-        return False
+    """Same contract as ``fastnet.kernels.numpy.check_and_one_hot``, in one compiled pass
+    over x (``max_abs``: inf for NaN and inf)."""
+    x_max = max_abs(x)
+    if x_max == math.inf:
+        return -1.0
     n_classes = t.shape[1]
     for r in range(labels.size):
         if labels[r] < 0 or labels[r] >= n_classes:
-            return False
+            return -1.0
     zero, one = t.dtype.type(0), t.dtype.type(1)
     for r in range(labels.size):
         row = t[r]
         for j in range(n_classes):
             row[j] = zero
         row[labels[r]] = one
-    return True
+    return x_max
 
 
 @jit

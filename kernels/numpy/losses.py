@@ -3,11 +3,14 @@
 Selected by the codes of ``fastnet.kernels.LOSSES``.
 """
 
+import math
+
 import numpy as np
 
 from fastnet.kernels import BCE_LOGITS, MSE, SOFTMAX_XENT
 
 from .activations import stable_sigmoid
+from .optimizers import max_abs
 
 __all__ = ["check_and_one_hot", "loss_and_grad", "loss_grad", "loss_value", "softmax"]
 
@@ -17,14 +20,17 @@ def check_and_one_hot(x, labels, t):
 
     x : (B, n) float, C-contiguous; labels : (B,) int64; t : (B, C) float,
     overwritten with one-hot rows only when every value of x is finite and
-    every label is in [0, C).  Returns whether they are (False leaves t as it
-    was): the caller then finds and reports what is wrong.
+    every label is in [0, C).  Returns x's largest magnitude (a float >= 0,
+    which bounds the training step's first gradient: see ``sgd_update_bound``)
+    when they are, else -1.0, leaving t as it was: the caller then finds and
+    reports what is wrong.
     """
-    if not np.isfinite(x).all() or (labels.size and (labels.min() < 0 or labels.max() >= t.shape[1])):
-        return False
+    x_max = max_abs(x)
+    if x_max == math.inf or (labels.size and (labels.min() < 0 or labels.max() >= t.shape[1])):
+        return -1.0
     t.fill(0)
     t[np.arange(t.shape[0]), labels] = 1
-    return True
+    return x_max
 
 
 def softmax(z, out):

@@ -24,8 +24,10 @@ __all__ = ["adam_step", "adam_update_bound", "flush_subnormal", "max_abs", "runn
 
 
 def max_abs(a):
-    """The largest magnitude in ``a`` (0.0 when empty), NaN when it holds a NaN."""
-    return float(np.max(np.abs(a))) if a.size else 0.0
+    """The largest magnitude in ``a`` (0.0 when empty); inf when it holds an inf
+    or a NaN (to the update bounds both mean "unsafe")."""
+    m = float(np.max(np.abs(a))) if a.size else 0.0
+    return m if m == m else math.inf
 
 
 def safe_limits(dtype):
