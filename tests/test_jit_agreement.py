@@ -122,9 +122,11 @@ def check_dense(x, w, b, dy, name, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch", [1, 17, 64])
 @pytest.mark.parametrize("with_blas", [True, False])
-def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, no_direct_blas):
+@pytest.mark.parametrize("split", [False, True])
+def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, split, no_direct_blas):
     """dense_backward_sgd: the step inside BLAS's product (or, without a direct
-    BLAS, the composition) against the reference's gradients-then-sgd_step."""
+    BLAS, the composition) against the reference's gradients-then-sgd_step;
+    ``split``: the same as its two halves, dense_backward_dz then weight_sgd_step."""
     from fastnet.kernels import _blas
 
     if with_blas and _blas.available() is None:
@@ -142,7 +144,11 @@ def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, no_direct_blas):
             wm = w.copy()
             dz, dw, db = np.full_like(dy, np.nan), np.empty_like(w), np.full_like(b, np.nan)
             dx = np.full_like(x, np.nan) if compute_dx else None
-            assert mod.dense_backward_sgd(x, a, y, dy, kind, 0.0, dz, dw, db, dx, wm, lr) is dx
+            if split:
+                assert mod.dense_backward_dz(x, a, y, dy, kind, 0.0, dz, db, dx, wm) is dx
+                assert mod.weight_sgd_step(x, dz, dw, wm, lr) is wm
+            else:
+                assert mod.dense_backward_sgd(x, a, y, dy, kind, 0.0, dz, dw, db, dx, wm, lr) is dx
             out[mod] = (wm, dz, db, dx)
         (w_r, dz_r, db_r, dx_r), (w_j, dz_j, db_j, dx_j) = out[R], out[J]
         assert_agree(dz_j, dz_r, dtype, what="dz")

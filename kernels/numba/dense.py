@@ -35,7 +35,8 @@ from .tuning import (
     loops_up_to,
 )
 
-__all__ = ["dense_backward", "dense_backward_sgd", "dense_forward", "input_grad"]
+__all__ = ["dense_backward", "dense_backward_dz", "dense_backward_sgd", "dense_forward", "input_grad",
+           "weight_sgd_step"]
 
 # A kernel called from another kernel with a Python int or bool constant is
 # compiled for that constant (numba types it as a Literal): once per distinct
@@ -84,13 +85,26 @@ def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
     is left out on purpose: as BLAS's ``beta = 1 - lr wd`` it would be rounded
     to a multiple of 2^-24 in float32, a decay off by 19 % at lr wd = 1e-7.)
     """
+    dense_backward_dz(x, a, y, dy, kind, alpha, dz, db, dx, w)
+    weight_sgd_step(x, dz, dw, w, lr)
+    return dx
+
+
+def dense_backward_dz(x, a, y, dy, kind, alpha, dz, db, dx, w):
+    """Same contract as ``fastnet.kernels.numpy.dense_backward_dz``."""
     backward_prologue(kind, alpha, a, y, dy, dz, db)
     if dx is not None:
         input_grad(dz, w, dx)
+    return dx
+
+
+def weight_sgd_step(x, dz, dw, w, lr):
+    """Same contract as ``fastnet.kernels.numpy.weight_sgd_step``: inside BLAS's
+    product (``dense_backward_sgd``), or that composition without a direct BLAS."""
     if not gemm(-lr / x.shape[0], x.T, dz, 1.0, w):
         weight_grad(x, dz, dw)
         sgd_step(w, dw, w[:0], lr, 0.0, 0.0, False)
-    return dx
+    return w
 
 
 def weight_grad(x, dz, dw):
