@@ -122,3 +122,25 @@ def test_a_learning_rate_the_dtype_cannot_hold_is_refused_before_any_update(back
     assert _same(_snapshot(net), before)
     wide = _net(backend, fn.SGD(1e39), dtype=np.float64)  # float64 holds it
     wide.train_step(x.astype(np.float64), y)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("path", list(PATHS))
+def test_ordinary_training_never_looks_at_the_weights_again(backend, path, monkeypatch):
+    """The bounds the steps carry forward stay close to the arrays' own maxima,
+    so no step of ordinary training falls back on a pass over the weights (a
+    version that bounded bounds from bounds grew them geometrically and fell
+    back every 7th step)."""
+    make_opt, batch, keep_grads = PATHS[path]
+    net = _net(backend, make_opt())
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(batch, 4)).astype(np.float32), rng.integers(0, 3, batch)
+    net.train_step(x, y, keep_grads=keep_grads)
+    passes = []
+    exact = net._exact_bounds
+    monkeypatch.setattr(net, "_exact_bounds", lambda: (passes.append(1), exact())[1])
+    for _ in range(300):
+        net.train_step(x, y, keep_grads=keep_grads)
+    assert passes == []
+    for i, la in enumerate(net.layers):  # still bounds (they grow by each step's bound, linearly)
+        assert net._bounds[i, 0] >= max(np.abs(la.w).max(), np.abs(la.b).max())
