@@ -206,10 +206,11 @@ def get_loss(spec):
         return spec
     if isinstance(spec, type) and issubclass(spec, Loss):
         return spec()
-    if isinstance(spec, str):
-        key = _ALIASES.get(spec.lower(), spec.lower())
-        if key in _BY_NAME:
-            return _BY_NAME[key]()
+    if not isinstance(spec, str):
+        raise TypeError(f"loss must be a Loss object or a name such as 'softmax_xent', got {spec!r:.80}")
+    key = _ALIASES.get(spec.lower(), spec.lower())
+    if key in _BY_NAME:
+        return _BY_NAME[key]()
     raise ValueError(
         f"unknown loss {spec!r}; expected a Loss object or one of "
         f"{sorted(_BY_NAME) + sorted(_ALIASES)}"

@@ -205,3 +205,47 @@ def test_optimizer_state_never_decays_into_subnormals(backend, optimizer):
         assert not np.any((state != 0) & (np.abs(state) < tiny)), state
     decayed = v if optimizer == "sgd" else m  # factor 0.9 per step: subnormal after ~830 steps
     assert decayed[0, 0] == 0  # it went all the way to zero, through the flush
+
+
+@pytest.mark.parametrize("call", [
+    lambda net, x, y: net.fit(x, y, shuffle="no", progress=False),
+    lambda net, x, y: net.fit(x, y, progress="no"),
+    lambda net, x, y: net.train_step(x, y, keep_grads="no"),
+    lambda net, x, y: setattr(net.optimizer, "nesterov", "no"),
+    lambda net, x, y: fn.SGD(0.1, momentum=0.9, nesterov=1),
+])
+def test_flags_must_be_bool(call):
+    """Before: "no" was read for truthiness and acted as True."""
+    net = _net(optimizer=fn.SGD(0.1, momentum=0.9))
+    before = [p.copy() for p in net.parameters()]
+    with pytest.raises(TypeError, match="must be True or False, got 'no'|must be True or False, got 1"):
+        call(net, *DATA)
+    assert not net.optimizer.nesterov
+    for p, q in zip(net.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p, q)
+    net.optimizer.nesterov = np.True_  # NumPy's bool is a bool
+    assert net.optimizer.nesterov is True
+
+
+@pytest.mark.parametrize(("rng", "exc"), [("seed", TypeError), (-1, ValueError), (True, TypeError)])
+def test_rng_errors_name_rng(rng, exc):
+    with pytest.raises(exc, match="rng must be None, an int >= 0 or a numpy Generator"):
+        fn.DenseLayer("relu", 4, neurons_num=3, rng=rng)
+    with pytest.raises(exc, match="rng must be"):
+        _net().fit(*DATA, rng=rng, progress=False)
+
+
+def test_assigning_a_wrong_type_raises_at_once():
+    net = _net()
+    layer, loss, opt = net.layers[0], net.loss, net.optimizer
+    with pytest.raises(TypeError, match="activation must be a name such as 'relu'"):
+        layer.activation = 5
+    with pytest.raises(TypeError, match="loss must be a Loss object or a name"):
+        net.loss = 5
+    with pytest.raises(ValueError, match="unknown loss 'hinge'"):
+        net.loss = "hinge"
+    with pytest.raises(TypeError, match="optimizer must be an Optimizer"):
+        net.optimizer = "sgd"
+    with pytest.raises(AttributeError):
+        layer.dw = np.zeros((4, 5))  # the layers' workspaces are read-only
+    assert (layer.activation.name, net.loss, net.optimizer) == ("tanh", loss, opt)
