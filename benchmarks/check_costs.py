@@ -18,7 +18,6 @@ import argparse
 import time
 
 import numpy as np
-from baseline import load_baseline
 
 import fastnet as fn
 from fastnet.info import environment
@@ -88,7 +87,10 @@ def main():
     parser.add_argument("--baseline", required=True, help="the commit to compare train_step with")
     parser.add_argument("--only", default="", help="only the cases whose label holds this text")
     args = parser.parse_args()
+
     print(environment(), flush=True)
+    from baseline import load_baseline  # here: asv imports every module of benchmarks/, from elsewhere
+
     train_steps(load_baseline(args.baseline), args.only)
     lock_cost(args.only)
 

@@ -292,7 +292,8 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
             else:
                 _call(fns, UPD_PLAIN, codes[2], (x_i, g, w, lr_, wd, scratch))
             _call(fns, BIAS_PLAIN, 0, (g, b, lr_, wd, scratch))
-    bounds[:, :] = after
+    for i in range(n_layers):  # elementwise: an array assignment compiles numba's message formatting
+        bounds[i, 0], bounds[i, 1] = after[i, 0], after[i, 1]
     return loss
 
 
