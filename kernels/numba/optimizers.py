@@ -24,16 +24,14 @@ sgd_update_bound = jit(_ref.sgd_update_bound)
 adam_update_bound = jit(_ref.adam_update_bound)
 
 
-@jit(fastmath={"reassoc"})
+@jit
 def _all_finite(af):
-    """Whether every value is finite: a sum of v * 0 is 0 unless some v is inf
-    or NaN.  Reassociation alone lets LLVM vectorise the sum; it may not fold
-    v * 0 to 0 (that needs the no-NaN flags)."""
-    zero = af.dtype.type(0)
-    s = zero
+    """Whether every value is finite: a count of comparisons, which LLVM
+    vectorises, and which warns of nothing run as Python (v * 0 would, for inf)."""
+    inf, finite = af.dtype.type(np.inf), 0
     for i in range(af.size):
-        s += af[i] * zero
-    return s == 0
+        finite += abs(af[i]) < inf  # False for NaN and for +-inf
+    return finite == af.size
 
 
 @jit(fastmath={"nnan", "ninf", "nsz", "reassoc"})
