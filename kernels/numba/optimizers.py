@@ -25,37 +25,43 @@ adam_update_bound = jit(_ref.adam_update_bound)
 
 
 @jit
-def _all_finite(af):
-    """Whether every value is finite: a count of comparisons, which LLVM
-    vectorises, and which warns of nothing run as Python (v * 0 would, for inf)."""
-    inf, finite = af.dtype.type(np.inf), 0
-    for i in range(af.size):
-        finite += abs(af[i]) < inf  # False for NaN and for +-inf
-    return finite == af.size
-
-
-@jit(fastmath={"nnan", "ninf", "nsz", "reassoc"})
-def _finite_max_abs(af):
-    """The largest magnitude of values known finite: the no-NaN flags let LLVM
-    vectorise the max, which it may not do where a NaN could be met."""
-    m = af.dtype.type(0)
-    for i in range(af.size):
-        v = abs(af[i])
-        m = v if v > m else m
+def _max_bits(bits, mask):
+    """The largest of ``bits & mask``: an integer reduction, which LLVM
+    vectorises (a float max is not, for NaN's sake, without fastmath)."""
+    m = bits.dtype.type(0)
+    for i in range(bits.size):
+        v = bits[i] & mask
+        if v > m:
+            m = v
     return m
 
 
 @jit
 def max_abs(a):
     """Same contract as ``fastnet.kernels.numpy.max_abs``; inf for NaN (no NaN
-    is kept: both mean "unsafe" to the bounds).  Two vectorised passes: 93 us
-    for 200k floats on Zen 3, where one plain loop takes 240 us.  (A pass on
-    the floats' bits through ``view`` took 45 us, but compiled numba's message
-    formatting with it: 5 s more to the fused step's first use.)"""
+    is kept: both mean "unsafe" to the bounds).  On the floats' bits: with the
+    sign cleared, IEEE magnitudes order as integers do, inf and NaN above every
+    finite one; 5x the float loop's speed (45 us for 200k floats on Zen 3).
+    Measured against two vectorised float passes (a count of finite values,
+    then a max under the no-NaN flags): 111 us, and 8-10% of a B = 256 step
+    against 4-7%; those compile 1-2 s less at the fused step's first use."""
     af = a.reshape(-1)
-    if not _all_finite(af):
+    if a.itemsize == 4:
+        return _magnitude(int(_max_bits(af.view(np.uint32), np.uint32(0x7FFFFFFF))), 23, 127)
+    return _magnitude(int(_max_bits(af.view(np.uint64), np.uint64(0x7FFFFFFFFFFFFFFF))), 52, 1023)
+
+
+@jit(inline="always")
+def _magnitude(bits, mant_bits, bias):
+    """The non-negative IEEE float whose bits (sign cleared) are ``bits``, as a
+    float64 (no array to view it through: that would allocate); inf for inf
+    and NaN."""
+    exponent, mantissa = bits >> mant_bits, bits & ((1 << mant_bits) - 1)
+    if exponent == 2 * bias + 1:
         return math.inf
-    return float(_finite_max_abs(af))
+    if exponent == 0:  # subnormal
+        return math.ldexp(float(mantissa), 1 - bias - mant_bits)
+    return math.ldexp(float(mantissa + (1 << mant_bits)), exponent - bias - mant_bits)
 
 
 _TINY32 = float(np.finfo(np.float32).tiny)
