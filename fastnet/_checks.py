@@ -91,8 +91,15 @@ class StateChecks:
         if owner is not self:
             opt._claim(self)  # raises when another network has it (a shallow copy shares it)
         opt.check_representable(dtype)
-        if opt.state is not None:  # made by the first step that is applied (_train_batch)
+        if opt.state is not None:  # made by the first step that is applied (_make_state)
             opt.prepare(self.parameters())
+
+    def _make_state(self):
+        """Make the optimizer's state if it has none yet: at the first update
+        applied, never at a refused call (``_check_state`` leaves it to this)."""
+        if self._optimizer.state is None:
+            self._optimizer.prepare(self.parameters())
+            self._checked()  # the state is part of what is checked
 
     def _apply(self, grads, where, g_maxes, sums, rescanned=None):
         """The optimizer's update from ``grads`` (the layers' or the network's
@@ -101,9 +108,7 @@ class StateChecks:
         update is known to be safe (``_check_updates``; ``g_maxes``, ``sums``,
         ``rescanned`` as there)."""
         opt = self._optimizer
-        if opt.state is None:  # fit's full-batch mode: the first update
-            opt.prepare(self.parameters())
-            self._checked()
+        self._make_state()  # fit's full-batch mode: the first update
         after = self._check_updates(where, g_maxes, sums, rescanned)
         if type(opt).step is Optimizer.step:
             opt._step(self._k, self.parameters(), grads)

@@ -369,9 +369,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         """One update on validated data and checked state (``_checked``: by
         ``train_step`` before each step, by ``fit`` before its first), on the
         path ``plan`` picks."""
-        if self._optimizer.state is None:  # the first step: its input was valid, so it is applied
-            self._optimizer.prepare(self.parameters())
-            self._checked()
+        self._make_state()  # the first step: its input was valid, so it is applied
         path, plan, buffers = ("layered", None, None) if keep_grads else self._execution_plan(x.shape[0])
         if path == "fused":
             return self._fused_step(x, t, where, plan, buffers)

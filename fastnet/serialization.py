@@ -110,11 +110,12 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _CONFIG_MAX = 1 << 20  # characters: a description of thousands of layers is far less
 
 
-def _fs_path(path, what):
-    """``path`` (str, bytes or os.PathLike) as a str; a TypeError for anything else."""
+def _fs_path(path, what, alternative=""):
+    """``path`` (str, bytes or os.PathLike) as a str; a TypeError for anything
+    else (an int above all, which open() would take as a descriptor)."""
     if isinstance(path, (str, bytes, os.PathLike)):
         return os.fsdecode(os.fspath(path))
-    raise TypeError(f"{what} takes a path (str, bytes or os.PathLike), got "
+    raise TypeError(f"{what} takes a path (str, bytes or os.PathLike){alternative}, got "
                     f"{type(path).__name__} {path!r:.60}")
 
 
@@ -129,10 +130,7 @@ def load_network(path, backend=None):
         except OSError as exc:
             raise ModelFileError(f"{name} cannot be read: {exc}") from None
         return _load(data, name, backend)
-    if not isinstance(path, (str, bytes, os.PathLike)):  # an int would be taken as a descriptor
-        raise TypeError(f"load takes a path (str, bytes or os.PathLike) or a binary file object, "
-                        f"got {type(path).__name__} {path!r:.60}")
-    name = repr(os.fsdecode(os.fspath(path)))
+    name = repr(_fs_path(path, "load", " or a binary file object"))
     try:
         f = open(path, "rb")
     except OSError as exc:
