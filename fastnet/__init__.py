@@ -67,3 +67,12 @@ __all__ = [
     "set_num_threads",
     "warmup",
 ]
+
+
+def __getattr__(name):
+    # the estimators import scikit-learn, so they are imported on first use only
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from fastnet import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastnet' has no attribute {name!r}")

@@ -2,7 +2,9 @@
 
 import functools
 import math
+import sys
 import threading
+import time
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from fastnet._validation import as_float_batch, flag, kernel_ready, positive_int
 from fastnet._workspace import aligned_empty, rows
 from fastnet.activations import kernel_code
 from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
+from fastnet.callbacks import call_hook, check_callbacks, epoch_line, held_out
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD
@@ -457,7 +460,8 @@ class NeuralNetwork(StateChecks, HoldsKernels):
 
     @_serialised
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
-            validation_data=None, progress=True, rng=None, comm=None):
+            validation_data=None, progress=True, rng=None, comm=None, *,
+            validation_split=None, callbacks=None, verbose=0):
         """Train on ``X``, ``y`` and return the history.
 
         Parameters
@@ -471,7 +475,8 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             same update as one step on the whole data set.
         shuffle : reshuffle the samples every epoch (with ``rng``).
         validation_data : optional ``(X_val, y_val)`` evaluated after every epoch.
-        progress : show a tqdm progress bar; nothing is printed when False.
+        progress : show a tqdm progress bar (on stderr, once the work has lasted
+            a second).
         rng : None, int or Generator for the shuffling.
         comm : None or an mpi4py communicator for data-parallel training (see
             ``fastnet.distributed``).  Every rank calls ``fit`` with its own
@@ -483,7 +488,22 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             and the history holds global means.  The fast paths of ``plan``
             are not used (``plan(batch_size, comm)`` says ``"layered"``).  Only
             rank 0 shows a progress bar; the history has ``allreduce_seconds``
-            per epoch, this rank's time in the reductions.
+            per epoch, this rank's time in the reductions.  Callbacks see the
+            global figures on every rank, and training stops when one rank's
+            callbacks ask to; they must change the hyperparameters alike on
+            every rank (the built-in ones do).
+        validation_split : None, or a fraction in (0, 1): the last part of ``X``,
+            ``y`` (taken before any shuffling, as Keras does) is held out as
+            the validation data instead of being trained on.  Not together
+            with ``validation_data``.
+        callbacks : a list of callbacks (see ``fastnet.callbacks``): objects
+            with ``on_epoch_end(epoch, logs) -> bool``, True to stop, and
+            optionally ``on_train_begin``, ``on_epoch_begin``,
+            ``on_train_end``; for example ``EarlyStopping`` and
+            ``LearningRateScheduler``.
+        verbose : 0 prints nothing; 1 prints one line per epoch on stdout (the
+            epoch, its time, loss and metrics), and keeps the progress bar on
+            the screen after ``fit``.
 
         Returns
         -------
@@ -502,7 +522,10 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             raises its own exception); no rank applies that step's update.
         """
         shuffle, progress = flag(shuffle, "shuffle"), flag(progress, "progress")
-        fit_args = (epochs, batch_size, mode, shuffle, validation_data, rng)
+        callbacks = check_callbacks(callbacks)
+        if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1):
+            raise ValueError(f"verbose must be 0 or 1, got {verbose!r}")
+        fit_args = (epochs, batch_size, mode, shuffle, validation_data, validation_split, rng)
         if comm is None:
             epochs, batch_size, X, T, val, rng = self._fit_checks(X, y, *fit_args)
             dp = None
@@ -537,30 +560,51 @@ class NeuralNetwork(StateChecks, HoldsKernels):
 
         # delay: the bar appears only once the work has lasted a second ("long work")
         bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
-                   desc="fit", leave=False)
-        with bar, bar_notice(bar, "fit"):
-            for epoch in range(1, epochs + 1):
-                order = rng.permutation(n) if shuffle else None
-                loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
-                history["loss"].append(loss)
-                if self.loss.is_classifier:
-                    history["accuracy"].append(acc)
-                if val is not None:
-                    if dp is None:
-                        scores = self._evaluate(*val)
-                    else:
-                        scores = distributed.global_scores(
-                            comm, lambda: (self._evaluate(*val), val[0].shape[0]), "validation")
-                    history["val_loss"].append(scores["loss"])
+                   desc="fit", leave=bool(verbose))
+        printing = verbose and (dp is None or comm.Get_rank() == 0)
+
+        def hook(name, *args):  # under comm: raised on every rank, and stop when any rank stops
+            if dp is None:
+                return call_hook(callbacks, name, *args)
+            stop = distributed.agree(comm, lambda: call_hook(callbacks, name, *args), "a callback")
+            return bool(comm.allreduce(int(stop)))
+
+        hook("on_train_begin", self)
+        try:
+            with bar, bar_notice(bar, "fit"):
+                for epoch in range(1, epochs + 1):
+                    logs = {"lr": self.optimizer.lr}
+                    hook("on_epoch_begin", epoch, logs)
+                    started = time.perf_counter()
+                    order = rng.permutation(n) if shuffle else None
+                    loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
+                    logs["loss"] = loss
                     if self.loss.is_classifier:
-                        history["val_accuracy"].append(scores["accuracy"])
-                if dp is not None:
-                    history["allreduce_seconds"].append(dp.allreduce_seconds)
-                    dp.allreduce_seconds = 0.0
-                bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
+                        logs["accuracy"] = acc
+                    if val is not None:
+                        if dp is None:
+                            scores = self._evaluate(*val)
+                        else:
+                            scores = distributed.global_scores(
+                                comm, lambda: (self._evaluate(*val), val[0].shape[0]), "validation")
+                        logs.update({"val_" + key: value for key, value in scores.items()})
+                    for key in history:
+                        if key in logs:
+                            history[key].append(logs[key])
+                    if dp is not None:
+                        history["allreduce_seconds"].append(dp.allreduce_seconds)
+                        dp.allreduce_seconds = 0.0
+                    logs["seconds"] = time.perf_counter() - started
+                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
+                    if printing:
+                        bar.write(epoch_line(epoch, epochs, logs), file=sys.stdout)
+                    if hook("on_epoch_end", epoch, logs):
+                        break
+        finally:
+            hook("on_train_end", self)
         return history
 
-    def _fit_checks(self, X, y, epochs, batch_size, mode, shuffle, validation_data, rng):
+    def _fit_checks(self, X, y, epochs, batch_size, mode, shuffle, validation_data, validation_split, rng):
         """fit's arguments validated: (epochs, batch_size, X, T, validation pair or
         None, random Generator)."""
         epochs = positive_int(epochs, "epochs")
@@ -573,7 +617,12 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         self._x_max = max(self._k.max_abs(kernel_ready(X[s:s + _PREDICT_CHUNK]))  # every batch's bound
                           for s in range(0, X.shape[0], _PREDICT_CHUNK))
         val = None
-        if validation_data is not None:
+        if validation_split is not None:
+            if validation_data is not None:
+                raise ValueError("give validation_data or validation_split, not both")
+            split = X.shape[0] - held_out(validation_split, X.shape[0])
+            X, T, val = X[:split], T[:split], (X[split:], T[split:])
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 got = type(validation_data).__name__
                 if isinstance(validation_data, (tuple, list)):
