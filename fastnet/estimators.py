@@ -273,10 +273,15 @@ class _BaseMLP(BaseEstimator):
         loss = self._loss(meta.get("_kind", getattr(self, "_kind", None)))
         # scikit-learn's gradient over fastnet's (see the module's notes)
         c = {"softmax_xent": 1.0, "bce_logits": float(n_outputs), "mse": n_outputs / 2.0}[loss.name]
-        early = self.early_stopping and not incremental
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early = self.early_stopping
         validation = None
         if early:
-            stratify = targets if isinstance(self, ClassifierMixin) and targets.ndim == 1 else None
+            # stratified on the class (scikit-learn stratifies binary targets only); not multilabel
+            stratify = None
+            if isinstance(self, ClassifierMixin) and (targets.ndim == 1 or targets.shape[1] == 1):
+                stratify = targets.reshape(-1)
             X, Xv, targets, tv = train_test_split(X, targets, test_size=self.validation_fraction,
                                                   random_state=split_seed, stratify=stratify)
             if Xv.shape[0] < 2:
@@ -292,20 +297,20 @@ class _BaseMLP(BaseEstimator):
             self._split_seed = split_seed
             self._shuffle_rng = np.random.default_rng(seeds[-1])
             self.network_ = self._network(X.shape[1], sizes, act, seeds, dtype, loss, optimizer)
-            self.loss_curve_, self.n_iter_, self.t_, self._no_improvement_count = [], 0, 0, 0
-            self.best_loss_ = np.inf
+            # as scikit-learn: these start at a first fit and go on over warm starts and partial_fit
+            self.loss_curve_, self.t_, self._no_improvement_count = [], 0, 0
+            self.best_loss_ = self.validation_scores_ = self.best_validation_score_ = None
         elif optimizer is not None:
             # scikit-learn makes a new optimizer at every fit (warm_start too), keeps it for partial_fit
             self.network_.optimizer = optimizer
         self._loss_scale = {"softmax_xent": 1.0, "bce_logits": float(n_outputs), "mse": 0.5}[loss.name]
         self._lr_scale = c if self.solver == "sgd" else 1.0
-        if early:
+        if early and self.validation_scores_ is None:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None
-            self._best_params = None
-        else:
-            self.validation_scores_ = self.best_validation_score_ = None
-            if self.best_loss_ is None:
-                self.best_loss_ = np.inf
+        elif not early and self.best_loss_ is None:
+            self.best_loss_, self.validation_scores_, self.best_validation_score_ = np.inf, None, None
+        self._best_params = None
+        self.n_iter_ = 0  # the epochs of this call, as scikit-learn counts them
         conv = _Convergence(self, n, -(-n // batch), validation, incremental)
         self.network_.fit(X, targets, epochs=1 if incremental else self.max_iter, batch_size=batch,
                           shuffle=bool(self.shuffle), progress=bool(self.verbose),

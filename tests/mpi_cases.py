@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 import fastnet as fn
+import fastnet.callbacks  # noqa: F401  (fn.callbacks)
 
 SIZES = (12, 16, 16, 5)
 SHUFFLE_SEED = 100  # rank r shuffles its shard with default_rng(SHUFFLE_SEED + r)
@@ -50,6 +51,20 @@ def shards(n0, n1, dtype):
 
 def _params(net):
     return {f"p{i}": p.copy() for i, p in enumerate(net.parameters())}
+
+
+class _RankCallback(fn.callbacks.Callback):
+    """Asks to stop (or raises) at epoch 2 on one rank only."""
+
+    def __init__(self, acts, raises):
+        self.acts, self.raises = acts, raises
+
+    def on_epoch_end(self, epoch, logs):
+        if self.acts and epoch == 2:
+            if self.raises:
+                raise RuntimeError("callback failed on rank 1")
+            return True
+        return False
 
 
 def main(case, outdir, **opts):
@@ -105,10 +120,13 @@ def main(case, outdir, **opts):
             report["path"] = net.save(Path(outdir) / "missing-folder" / "model", comm=comm)
         else:
             rng = "not a seed" if case == "bad_rng" and rank == 1 else SHUFFLE_SEED + rank
+            callbacks = None
+            if case in ("callback_stop", "callback_raise"):  # rank 1's callback acts at epoch 2
+                callbacks = [_RankCallback(rank == 1, case == "callback_raise")]
             history = net.fit(X, y, epochs=int(opts.get("epochs", 1)), batch_size=int(opts.get("batch", 4)),
                               mode=opts.get("mode", "sgd"), shuffle=bool(int(opts.get("shuffle", 0))),
                               progress=False, comm=comm, rng=rng,
-                              validation_data=(X, y) if opts.get("val") else None)
+                              validation_data=(X, y) if opts.get("val") else None, callbacks=callbacks)
             report["history"] = history
     except Exception as exc:
         report["error"], report["error_type"] = str(exc), type(exc).__name__

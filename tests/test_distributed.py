@@ -282,6 +282,25 @@ def test_exception_on_one_rank_stops_all(tmp_path):
 
 
 @needs_mpi
+def test_a_callback_stopping_on_one_rank_stops_every_rank(tmp_path):
+    ranks = run_case(tmp_path, "callback_stop", batch=4, n0=40, n1=40, epochs=5)
+    for report, _ in ranks:
+        assert report["error"] is None and len(report["history"]["loss"]) == 2
+    assert_replicas_identical(ranks)
+    net, _, _ = reference_sgd(np.float32, "numpy", 40, 40, 4, 2)
+    assert_close(params_of(ranks[0][1]), net.parameters(), np.float32, 20, 8)
+
+
+@needs_mpi
+def test_a_callback_raising_on_one_rank_fails_every_rank(tmp_path):
+    ranks = run_case(tmp_path, "callback_raise", batch=4, n0=40, n1=40, epochs=5)
+    (r0, _), (r1, _) = ranks
+    assert r1["error_type"] == "RuntimeError" and "callback failed" in r1["error"]
+    assert r0["error_type"] == "DistributedError" and "rank 1" in r0["error"]
+    assert_replicas_identical(ranks)
+
+
+@needs_mpi
 def test_bad_argument_on_one_rank_fails_on_every_rank_and_changes_nothing(tmp_path):
     ranks = run_case(tmp_path, "bad_rng")
     (r0, _), (r1, _) = ranks
