@@ -111,7 +111,6 @@ class _Convergence(Callback):
     def __init__(self, est, n_samples, n_batches, validation, incremental):
         self.est, self.n_samples, self.n_batches = est, n_samples, n_batches
         self.validation, self.incremental = validation, incremental
-        self.stopped = False
 
     def on_epoch_end(self, epoch, logs):
         est, net = self.est, self.est.network_
@@ -121,10 +120,14 @@ class _Convergence(Callback):
         est.loss_ = loss
         est.n_iter_ += 1
         est.t_ += self.n_samples
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")  # scikit-learn's line
         if self.validation is not None:
             score = est._score_outputs(self.validation[1], net.predict(self.validation[0]))
             logs["val_score"] = score
             est.validation_scores_.append(score)
+            if est.verbose:
+                print(f"Validation score: {score:f}")
             worse = score < est.best_validation_score_ + est.tol
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
@@ -149,7 +152,6 @@ class _Convergence(Callback):
             if est.verbose:
                 print(f"{what} did not improve more than tol={est.tol:f} for "
                       f"{est.n_iter_no_change} consecutive epochs. Stopping.")
-            self.stopped = True
             return True
         if est.n_iter_ == est.max_iter and not self.incremental:
             warnings.warn(f"Stochastic Optimizer: Maximum iterations ({est.max_iter}) reached and the "
@@ -238,8 +240,11 @@ class _BaseMLP(BaseEstimator):
             need(isinstance(getattr(self, name), (bool, np.bool_)), name, "True or False")
         need(_is_int(self.verbose) or isinstance(self.verbose, (bool, np.bool_)), "verbose",
              "True, False or an int")
-        need(np.dtype(self.dtype) in (np.float32, np.float64) if isinstance(self.dtype, (str, type, np.dtype))
-             else False, "dtype", "'float32' or 'float64'")
+        try:
+            dtype_ok = np.dtype(self.dtype) in (np.float32, np.float64)
+        except TypeError:
+            dtype_ok = False
+        need(dtype_ok, "dtype", "'float32' or 'float64'")
         need(self.init == "auto" or self.init in INIT_NAMES, "init", f"'auto' or one of {list(INIT_NAMES)}")
         if bad:
             raise ValueError("; ".join(bad))
@@ -312,9 +317,12 @@ class _BaseMLP(BaseEstimator):
         self._best_params = None
         self.n_iter_ = 0  # the epochs of this call, as scikit-learn counts them
         conv = _Convergence(self, n, -(-n // batch), validation, incremental)
-        self.network_.fit(X, targets, epochs=1 if incremental else self.max_iter, batch_size=batch,
-                          shuffle=bool(self.shuffle), progress=bool(self.verbose),
-                          verbose=int(bool(self.verbose)), rng=self._shuffle_rng, callbacks=[conv])
+        try:
+            self.network_.fit(X, targets, epochs=1 if incremental else self.max_iter, batch_size=batch,
+                              shuffle=bool(self.shuffle), progress=bool(self.verbose), rng=self._shuffle_rng,
+                              callbacks=[conv])
+        except KeyboardInterrupt:  # as scikit-learn: keep what was trained (the last completed step)
+            warnings.warn("Training interrupted by user.", stacklevel=3)
         if early and self._best_params is not None:  # scikit-learn keeps the best validation epoch
             for layer, (w, b) in zip(self.network_.layers, self._best_params, strict=True):
                 layer.w, layer.b = w, b
