@@ -45,8 +45,9 @@ makes the updates the same, step for step:
 - ``solver="lbfgs"`` is not available (fastnet trains by minibatches); it is
   refused in ``fit``.
 
-What else differs: the weights are drawn with fastnet's generators (Glorot
-uniform as scikit-learn, so equal in distribution, not in value); the
+What else differs: the initial weights and biases are drawn as scikit-learn
+draws them (Glorot uniform) but by fastnet's generators (each layer draws its
+weights, then its biases), so they are equal in distribution, not in value; the
 arithmetic is float32 unless ``dtype="float64"``; sparse input is refused;
 ``predict_proba`` and the regressor's ``predict`` are returned in float64,
 as scikit-learn's checks expect (computed in the network's dtype).
@@ -66,7 +67,7 @@ from sklearn.utils.validation import check_is_fitted, check_random_state, column
 from fastnet._workspace import aligned_copy
 from fastnet.activations import _BY_NAME as _ACTIVATIONS
 from fastnet.callbacks import Callback
-from fastnet.init import INIT_NAMES, WeightInit, get_init
+from fastnet.init import INIT_NAMES, get_init
 from fastnet.layers import DenseLayer
 from fastnet.losses import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy
 from fastnet.network import NeuralNetwork
@@ -79,18 +80,18 @@ _ALIASES = {"logistic": "sigmoid"}
 _OUT_ACTIVATION = {"softmax_xent": "softmax", "bce_logits": "logistic", "mse": "identity"}
 
 
-def _glorot_for(activation):
-    """scikit-learn's initialisation: Glorot uniform, U(-l, l) with
-    l = sqrt(f / (fan_in + fan_out)), f = 2 for the logistic activation, else 6."""
-    if activation != "sigmoid":
-        return WeightInit.xavier_init_uniform
+class _GlorotUniform:
+    """scikit-learn's initialisation: weights and biases from U(-l, l) with
+    l = sqrt(factor / (fan_in + fan_out)); factor 2 for the logistic
+    activation, else 6.  A class, not a closure, so that layers pickle."""
 
-    def glorot_logistic(layer):
-        limit = np.sqrt(2.0 / (layer.n_inputs + layer.neurons_num))
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, layer):
+        limit = np.sqrt(self.factor / (layer.n_inputs + layer.neurons_num))
         layer.w = layer.rng.uniform(-limit, limit, (layer.n_inputs, layer.neurons_num)).astype(layer.dtype)
-        layer.b = np.zeros((1, layer.neurons_num), dtype=layer.dtype)
-
-    return glorot_logistic
+        layer.b = layer.rng.uniform(-limit, limit, (1, layer.neurons_num)).astype(layer.dtype)
 
 
 def _is_int(value):
@@ -341,7 +342,10 @@ class _BaseMLP(BaseEstimator):
         return np.random.SeedSequence(rs).spawn(count)
 
     def _network(self, n_features, sizes, act, seeds, dtype, loss, optimizer):
-        init = _glorot_for(act) if self.init == "auto" else get_init(self.init)
+        if self.init == "auto":
+            init = _GlorotUniform(2.0 if act == "sigmoid" else 6.0)
+        else:
+            init = get_init(self.init)
         widths = (*sizes, self.n_outputs_)
         layers = [DenseLayer(act if i < len(sizes) else "identity", n_features if i == 0 else None,
                              init, neurons_num=width, dtype=dtype, rng=np.random.default_rng(seeds[i]),
@@ -399,7 +403,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     backend : None (fastnet's default, "auto"), "numpy" or "numba".
     dtype : "float32" (default) or "float64": the network's arithmetic.
-    init : "auto" (scikit-learn's Glorot uniform) or a ``fastnet.WeightInit`` name.
+    init : "auto" (scikit-learn's: weights and biases Glorot uniform) or the name
+        of a ``fastnet.WeightInit`` function (biases zero).
 
     See :mod:`fastnet.estimators` for how the hyperparameters map onto
     fastnet's optimizers and what differs from scikit-learn.

@@ -346,12 +346,15 @@ def test_estimator_fit_equals_core_fit_on_the_same_seed():
     # the seeding the estimator documents: SeedSequence(random_state).spawn(n_layers + 2);
     # the layers draw from the first children, the shuffling from the last
     seeds = np.random.SeedSequence(7).spawn(3 + 2)
-    layers = [fn.DenseLayer("relu", 5, fn.WeightInit.xavier_init_uniform, neurons_num=8,
-                            rng=np.random.default_rng(seeds[0])),
-              fn.DenseLayer("relu", None, fn.WeightInit.xavier_init_uniform, neurons_num=6,
-                            rng=np.random.default_rng(seeds[1])),
-              fn.DenseLayer("identity", None, fn.WeightInit.xavier_init_uniform, neurons_num=3,
-                            rng=np.random.default_rng(seeds[2]))]
+
+    def glorot(layer):  # scikit-learn's: weights, then biases, from U(-l, l)
+        limit = np.sqrt(6.0 / (layer.n_inputs + layer.neurons_num))
+        layer.w = layer.rng.uniform(-limit, limit, (layer.n_inputs, layer.neurons_num)).astype(np.float32)
+        layer.b = layer.rng.uniform(-limit, limit, (1, layer.neurons_num)).astype(np.float32)
+
+    layers = [fn.DenseLayer("relu" if i < 2 else "identity", 5 if i == 0 else None, glorot, neurons_num=width,
+                            rng=np.random.default_rng(seeds[i]))
+              for i, width in enumerate((8, 6, 3))]
     net = fn.NeuralNetwork(layers, "softmax_xent", fn.SGD(0.05, momentum=0.9), backend="numpy")
     hist = net.fit(X.astype(np.float32), y, epochs=4, batch_size=20, rng=np.random.default_rng(seeds[-1]),
                    progress=False)
