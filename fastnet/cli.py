@@ -1,44 +1,79 @@
-"""The ``fastnet`` command: ``fastnet profile``, ``fastnet info`` and ``fastnet demo``."""
+"""The ``fastnet`` command: ``fastnet profile``, ``fastnet info`` and ``fastnet demo``.
+
+Conventions, for every subcommand: ``fastnet COMMAND --help`` lists its options
+with their defaults; a usage error prints that subcommand's usage and the
+error on stderr and exits 2; a failure prints one line, ``fastnet COMMAND:
+error: ...``, on stderr and exits 1 (``fastnet --debug COMMAND`` shows the
+traceback instead); Ctrl-C prints one line and exits 130.
+"""
 
 import argparse
 import sys
 
+#: name -> one-line description
+COMMANDS = {
+    "profile": "how a dense layer's speed scales with the batch size, against the machine's GEMM limit",
+    "info": "backends, versions, BLAS, threads and the JIT cache in use",
+    "demo": "train on the handwritten digits that ship with scikit-learn (needs scikit-learn)",
+}
 
-def _info(args):
+
+def _info(argv):
+    parser = argparse.ArgumentParser(prog="fastnet info", description=COMMANDS["info"],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--compile-times", action="store_true",
+                        help="also measure the JIT compile time per path and per kernel, cold and warm "
+                             "(takes a minute or more)")
+    args = parser.parse_args(argv)
     from fastnet.info import print_info
 
     print_info(with_compile_times=args.compile_times)
     return 0
 
 
-def _profile(args):
+def _profile(argv):
     from fastnet.profiler import main as profile_main
 
-    return profile_main(args.rest)
+    return profile_main(argv)
 
 
-def _demo(args):
+def _demo(argv):
     from fastnet.examples import digits
 
-    return digits.run(args.rest)
+    return digits.run(argv)
+
+
+RUNNERS = {"profile": _profile, "info": _info, "demo": _demo}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastnet", description="fastnet command line")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("profile", help="batch-size scaling profile against the roofline (see --help)",
-                   add_help=False).set_defaults(func=_profile)
-    sub.add_parser("demo", help="train on the digits data set (needs scikit-learn)",
-                   add_help=False).set_defaults(func=_demo)
-    info = sub.add_parser("info", help="backends, versions, BLAS, threads and the JIT cache")
-    info.add_argument("--compile-times", action="store_true",
-                      help="measure the JIT compile time per path and per kernel, cold and warm")
-    info.set_defaults(func=_info)
-    args, rest = parser.parse_known_args(argv)
-    if rest and args.func not in (_demo, _profile):
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    args.rest = rest
-    return args.func(args)
+    import fastnet
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = argparse.ArgumentParser(
+        prog="fastnet", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="fastnet: fully-connected neural networks for the CPU.",
+        epilog="commands:\n" + "\n".join(f"  {name:9s}{text}" for name, text in COMMANDS.items())
+               + "\n\n'fastnet COMMAND --help' shows a command's options.")
+    parser.add_argument("--version", action="version", version=f"fastnet {fastnet.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show a failure's traceback (default: one line)")
+    parser.add_argument("command", choices=list(COMMANDS), metavar="command",
+                        help=f"one of {', '.join(COMMANDS)}, followed by its own options")
+    # the options before the command are fastnet's, everything after it the command's own
+    # (so that 'fastnet profile --help' is the profiler's help)
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), len(argv))
+    ns = parser.parse_args(argv[:at + 1])
+    rest = argv[at + 1:]
+    try:
+        return RUNNERS[ns.command](rest)
+    except KeyboardInterrupt:
+        print(f"fastnet {ns.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure, not a usage error (those exit 2 in argparse)
+        if ns.debug:
+            raise
+        print(f"fastnet {ns.command}: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

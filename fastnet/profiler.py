@@ -173,13 +173,17 @@ def profile(widths=(512,), activations=("relu",), dtypes=("float32",), backends=
                disable=not progress, leave=False, file=sys.stderr)
     # no warmup(): each point compiles what it runs, before it is timed (LayerCase),
     # and the bar says so while it compiles
-    with bar, fn.backend.bar_notice(bar, "profile"):
-        for width, activation, dtype in configs:
-            for batch in batches:
-                rows = _profile_point(width, activation, np.dtype(dtype), batch, backends, peers,
-                                      repeats, target_seconds, results["peers"])
-                results["rows"].extend(rows)
-                bar.update()
+    results["interrupted"] = False
+    try:
+        with bar, fn.backend.bar_notice(bar, "profile"):
+            for width, activation, dtype in configs:
+                for batch in batches:
+                    rows = _profile_point(width, activation, np.dtype(dtype), batch, backends, peers,
+                                          repeats, target_seconds, results["peers"])
+                    results["rows"].extend(rows)
+                    bar.update()
+    except KeyboardInterrupt:  # Ctrl-C: the points measured so far are the results
+        results["interrupted"] = True
     results["jit_compile_seconds"] = fn.backend.compile_seconds() - compiled_before
     for width, activation, dtype in configs:
         for name in {r["backend"] for r in results["rows"]}:
@@ -295,9 +299,36 @@ def _field_order(key):
 
 
 # -- command line -----------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block, exit 2
-        self.exit(2, f"fastnet profile: error: {message}\n")
+def point_bytes(width, batch, dtype, n_backends):
+    """About the memory one point of the sweep holds: per backend a one-layer
+    network (w, dw) and nine batch-sized arrays (x, dy, target, a, y, dz, dx,
+    the loss gradient, the phases' output), the bare products' w, dw and four
+    batch-sized arrays, and the largest float64 array drawn before a cast."""
+    item = np.dtype(dtype).itemsize
+    return (item * ((2 * n_backends + 2) * width * width + (9 * n_backends + 4) * batch * width)
+            + 8 * max(width * width, batch * width))
+
+
+def available_bytes():
+    """The memory the system can give (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _writable_folder(path):
+    """Create ``path`` (and its parents) and write a file in it: an OSError now,
+    not after the sweep."""
+    os.makedirs(path, exist_ok=True)
+    probe = os.path.join(path, f".fastnet-profile-{os.getpid()}.tmp")
+    with open(probe, "w") as f:
+        f.write("probe")
+    os.remove(probe)
 
 
 def _positive_ints(text):
@@ -328,24 +359,50 @@ def _names(choices):
 
 
 def main(argv=None):
-    parser = _Parser(prog="fastnet profile", description=__doc__.splitlines()[0])
-    parser.add_argument("--widths", type=_positive_ints, default=[512],
-                        help="layer widths n (an n x n layer), comma-separated (default 512)")
-    parser.add_argument("--activations", type=_names(ACTIVATIONS), default=["relu"])
-    parser.add_argument("--dtypes", type=_names(("float32", "float64")), default=["float32"])
+    parser = argparse.ArgumentParser(
+        prog="fastnet profile", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="How a dense layer's speed scales with the batch size, against the machine's own "
+                    "GEMM limit: a table, and profile.json, profile.csv and profile.png in --out.")
+    parser.add_argument("--widths", type=_positive_ints, default="512",
+                        help="layer widths n (an n x n layer), comma-separated")
+    parser.add_argument("--activations", type=_names(ACTIVATIONS), default="relu",
+                        help=f"comma-separated, from {', '.join(ACTIVATIONS)}")
+    parser.add_argument("--dtypes", type=_names(("float32", "float64")), default="float32",
+                        help="float32 and/or float64, comma-separated")
     parser.add_argument("--backends", type=_names(("numpy", "numba")), default=None,
-                        help="default: every available backend")
+                        help="numpy and/or numba, comma-separated; None: every available backend")
     parser.add_argument("--batches", type=_positive_ints, default=None,
-                        help="batch sizes (default powers of two 1 ... 4096)")
+                        help="batch sizes, comma-separated; None: the powers of two 1 ... 4096 "
+                             f"(with --quick: {','.join(map(str, QUICK_BATCHES))})")
     parser.add_argument("--peers", action="store_true", help="also time PyTorch and JAX when installed")
     parser.add_argument("--threads", type=_positive_int, default=None,
-                        help="compute threads (fastnet.set_num_threads); default: as configured")
+                        help="compute threads (fastnet.set_num_threads); None: as configured")
     parser.add_argument("--quick", action="store_true", help="4 batch sizes, fewer repeats (< 15 s)")
-    parser.add_argument("--out", default="profile-out", help="folder for JSON, CSV and PNG")
-    parser.add_argument("--no-plot", action="store_true")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--out", default="profile-out",
+                        help="folder for profile.json, .csv and .png (created if missing)")
+    parser.add_argument("--no-plot", action="store_true", help="write no profile.png")
+    parser.add_argument("--no-progress", action="store_true", help="show no progress bar")
     args = parser.parse_args(argv)
     batches = args.batches or (QUICK_BATCHES if args.quick else DEFAULT_BATCHES)
+    # every argument is checked before anything is measured
+    try:
+        _writable_folder(args.out)
+    except OSError as exc:
+        parser.error(f"argument --out: cannot write into {args.out!r}: {exc.strerror or exc}")
+    n_backends = len(args.backends or fn.available_backends())
+    need = max(point_bytes(w, b, d, n_backends) for w in args.widths for b in batches for d in args.dtypes)
+    have = available_bytes()
+    if have is not None and need > have:
+        parser.error(f"the largest point (width {max(args.widths)}, batch {max(batches)}) needs about "
+                     f"{need / 2**30:.1f} GiB; {have / 2**30:.1f} GiB is available. Give smaller "
+                     "--widths or --batches")
+    plot = not args.no_plot
+    if plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            plot = False
+            print("no plot: matplotlib is not installed (pip install 'fastnet-dense[plot]')", file=sys.stderr)
     start = time.perf_counter()
     try:
         results = profile(args.widths, args.activations, args.dtypes, args.backends, batches,
@@ -355,7 +412,14 @@ def main(argv=None):
     except ValueError as exc:
         parser.error(str(exc))
     results["seconds"] = time.perf_counter() - start
-    print(format_table(results))
-    paths = write_outputs(results, args.out, plot=not args.no_plot)
-    print(f"\n{results['seconds']:.1f} s; wrote " + ", ".join(paths.values()))
+    if results["rows"]:
+        print(format_table(results))
+    paths = write_outputs(results, args.out, plot=plot and bool(results["rows"]))
+    compiled = results["jit_compile_seconds"]
+    print(f"\n{results['seconds']:.1f} s (of which {compiled:.1f} s compiling JIT kernels, first use only); "
+          "wrote " + ", ".join(paths.values()))
+    if results["interrupted"]:
+        print(f"fastnet profile: interrupted; wrote the {len(results['rows'])} rows measured so far",
+              file=sys.stderr)
+        return 130
     return 0

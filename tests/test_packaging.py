@@ -230,7 +230,9 @@ def test_cli_demo_trains(tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["bogus"], r"usage: fastnet .*\n.*fastnet: error: argument command: invalid choice: 'bogus'"),
     ([], r"usage: fastnet .*\n.*fastnet: error: the following arguments are required: command"),
-    (["info", "--bogus"], r"usage: fastnet .*\n.*fastnet: error: unrecognized arguments: --bogus"),
+    (["info", "--bogus"], r"usage: fastnet info .*\nfastnet info: error: unrecognized arguments: --bogus"),
+    (["--bogus", "info"], r"usage: fastnet .*\nfastnet: error: unrecognized arguments: --bogus"),
+    (["profile", "--widths", "0"], r"usage: fastnet profile .*\nfastnet profile: error: argument --widths"),
     (["demo", "--epochs", "0"],
      r"usage: fastnet demo .*fastnet demo: error: argument --epochs: must be a positive integer, got 0"),
     (["demo", "--batch-size", "x"], r"usage: fastnet demo .*error: argument --batch-size: invalid .* 'x'"),

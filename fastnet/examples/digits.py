@@ -59,12 +59,14 @@ def positive_int(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fastnet demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=positive_int, default=30)
-    parser.add_argument("--batch-size", type=positive_int, default=32)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--backend", default=None, choices=fn.backend.BACKENDS)
-    parser.add_argument("--no-progress", action="store_true")
+    parser = argparse.ArgumentParser(prog="fastnet demo", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--epochs", type=positive_int, default=30, help="passes over the training set")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="samples per SGD step")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split, weights and shuffling")
+    parser.add_argument("--backend", default=None, choices=fn.backend.BACKENDS,
+                        help="None: fastnet's default backend")
+    parser.add_argument("--no-progress", action="store_true", help="show no progress bar")
     parser.add_argument("--distributed", action="store_true",
                         help="data-parallel over the processes of mpiexec (needs fastnet-dense[mpi])")
     args = parser.parse_args(argv)
