@@ -116,3 +116,56 @@ def test_knee_is_the_smallest_batch_within_ten_percent_of_the_best():
     assert profiler.knee({1: 10.0, 2: 89.0, 4: 91.0, 8: 100.0, 16: 95.0}) == 4
     assert profiler.knee({1: 5.0}) == 1
     assert profiler.knee({}) is None
+
+
+# -- pytest-benchmark ------------------------------------------------------------------------------
+_FAST_BENCH = ["-o", "addopts=", "--benchmark-only", "--benchmark-min-rounds=1", "--benchmark-max-time=0",
+               "--benchmark-warmup=off", "-q", "-p", "no:cacheprovider"]
+
+
+@pytest.fixture(scope="module")
+def kernel_bench_json(tmp_path_factory):
+    """One quick run of every kernel benchmark, grouped by two parameters at once."""
+    out = tmp_path_factory.mktemp("bench") / "kernels.json"
+    proc = _run([sys.executable, "-m", "pytest", "tests/test_bench_kernels.py", *_FAST_BENCH,
+                 "--benchmark-group-by=param:variant,param:batch", f"--benchmark-json={out}"])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, json.loads(out.read_text())
+
+
+def test_kernel_benchmarks_share_their_parameters_and_carry_flops(kernel_bench_json):
+    _, data = kernel_bench_json
+    assert data["benchmarks"]
+    for bench in data["benchmarks"]:
+        assert set(bench["params"]) == {"backend", "batch", "variant"}, bench["name"]
+        info = bench["extra_info"]
+        assert info["flops"] > 0 and info["batch"] == bench["params"]["batch"], bench["name"]
+        # one group per kernel, variant and batch size: like with like
+        batch = bench["params"]["batch"]
+        assert bench["group"].endswith("" if batch is None else f" B={batch}"), bench["group"]
+        assert f"[{bench['params']['variant']}]" in bench["group"]
+    groups = {}
+    for bench in data["benchmarks"]:
+        groups.setdefault(bench["group"], set()).add(bench["params"]["backend"])
+    assert all(len(backends) == len(fn.available_backends()) for backends in groups.values()), groups
+
+
+@pytest.mark.parametrize("group_by", ["group", "param:batch", "param:backend", "param:variant",
+                                      "group,param:batch", "fullname"])
+def test_pytest_benchmark_compare_groups_by_any_parameter(kernel_bench_json, group_by):
+    path, _ = kernel_bench_json
+    tool = shutil.which("pytest-benchmark", path=os.path.dirname(sys.executable))
+    proc = _run([tool, "compare", str(path), f"--group-by={group_by}"])
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+
+
+def test_kernel_benchmark_json_holds_statistics_not_every_round(kernel_bench_json, tmp_path):
+    _, data = kernel_bench_json
+    for bench in data["benchmarks"]:
+        assert "data" not in bench["stats"], "raw rounds saved: the JSON grows with every round"
+        assert bench["stats"]["rounds"] >= 1 and bench["stats"]["median"] > 0
+    out = tmp_path / "raw.json"  # unless asked for
+    proc = _run([sys.executable, "-m", "pytest", "tests/test_bench_kernels.py", *_FAST_BENCH,
+                 "-k", "optimizer_step", "--benchmark-keep-rounds", f"--benchmark-json={out}"])
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert all("data" in b["stats"] for b in json.loads(out.read_text())["benchmarks"])
