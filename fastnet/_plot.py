@@ -6,7 +6,7 @@ from fastnet.profiler import PHASES
 
 _COLORS = {"numba": "tab:red", "numpy": "tab:blue", "torch": "tab:orange", "jax": "tab:green"}
 _PHASE_COLORS = dict(zip(PHASES, ["tab:blue", "tab:orange", "tab:green", "tab:olive", "tab:purple",
-                                  "tab:brown", "lightgray"], strict=True))
+                                  "tab:brown", "tab:red", "lightgray"], strict=True))
 
 
 def plot_profile(results, path):

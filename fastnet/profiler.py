@@ -14,7 +14,9 @@ times side by side, alternating, medians after warm-up (``fastnet._timing``):
   is slow);
 * per fastnet backend, the train step's phases: GEMM, bias + activation,
   activation gradient, bias gradient (with the batch averaging), loss, update,
-  and everything else (Python, validation, dispatch) as the remainder.
+  and everything else (Python, validation, dispatch) as the remainder; where
+  the step is one fused compiled call, that call is its one phase
+  (``fused_step``).
 
 It also measures the machine's GEMM peak once per run and finds the knee: the
 smallest batch size reaching 90% of a backend's best train-step throughput.
@@ -31,11 +33,13 @@ import numpy as np
 
 import fastnet as fn
 from fastnet._timing import compare
+from fastnet._validation import kernel_ready
 from fastnet.info import environment
 from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES, _blas
 
 OPS = ("forward", "backward", "train_step")
-PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "other")
+PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "fused_step",
+          "other")
 DEFAULT_BATCHES = tuple(2**k for k in range(13))  # 1 ... 4096
 QUICK_BATCHES = (1, 16, 256, 2048)
 _MSE = LOSS_CODES["mse"]
@@ -76,8 +80,19 @@ class LayerCase:
         }
 
     def phases(self):
-        """Callables for the phases of ``train_step`` on this backend's kernels."""
+        """Callables for the phases of ``train_step`` on this backend's kernels.
+
+        Where the step is fused (``plan`` says "fused"), its phases happen
+        inside one compiled call: that call is the one phase, ``fused_step``,
+        and "other" is what ``train_step`` adds around it."""
         la, k, x, t = self.layer, self.k, self.x, self.target
+        net = self.net
+        if net.plan(x.shape[0]) == "fused":
+            _, plan, _ = net._execution_plan(x.shape[0])
+            opt = net.optimizer
+            xk, tk = kernel_ready(x), np.ascontiguousarray(t)
+            return {"fused_step": lambda: k.fused_sgd_step(xk, tk, plan, net.loss.code, opt.lr, 0.0, 0.0,
+                                                           False, net._bounds)}
         w, b, a, y, dz, dw, db = la.w, la.b, la.a, la.y, la.dz, la.dw, la.db
         kind, alpha = ACTIVATION_CODES[la.activation.name], la.activation.alpha
         n = x.shape[0]
@@ -233,11 +248,14 @@ def _profile_point(width, activation, dtype, batch, backends, peers, repeats, ta
                "gflops": flops(op, batch, width) / med / 1e9, "bare_blas_us": bare * 1e6,
                "roofline": bare / med}
         if op == "train_step" and name in backends:
-            parts = {p: timed[(name, "phase", p)]["median"] * 1e6
-                     for p in PHASES if (name, "phase", p) in timed}
-            parts.setdefault("bias_grad", 0.0)
-            parts["other"] = med * 1e6 - sum(parts.values())
+            # each phase timed alone; "other" (Python, checks, dispatch) is the remainder,
+            # never below 0, so the phases' sum may exceed the step by the timing noise
+            parts = {p: timed[(name, "phase", p)]["median"] * 1e6 if (name, "phase", p) in timed else 0.0
+                     for p in PHASES if p != "other"}
+            parts["other"] = max(med * 1e6 - sum(parts.values()), 0.0)
             row.update({f"phase_{p}_us": parts[p] for p in PHASES})
+            row["phases_over_step"] = sum(parts.values()) / (med * 1e6)
+            row["plan"] = cases[name].net.plan(batch)
         rows.append(row)
     return rows
 

@@ -66,8 +66,17 @@ def test_profile_quick_writes_table_json_csv_png(tmp_path):
         assert row["us_min"] <= row["us_median"] <= row["us_max"]
         assert row["roofline"] > 0 and row["samples_per_s"] > 0
         if row["op"] == "train_step":
-            phases = sum(row[f"phase_{p}_us"] for p in profiler.PHASES)
-            assert phases == pytest.approx(row["us_median"])  # "other" is the remainder
+            parts = [row[f"phase_{p}_us"] for p in profiler.PHASES]
+            assert min(parts) >= 0, row
+            # "other" is the remainder, clipped at 0: the sum exceeds the step only by noise
+            assert sum(parts) == pytest.approx(row["phases_over_step"] * row["us_median"])
+            assert row["phases_over_step"] >= 1 - 1e-12, row  # how close to 1: a measurement
+            # a fused step is one phase, the compiled call, and only a fused step has it
+            assert (row["phase_fused_step_us"] > 0) == (row["plan"] == "fused"), row
+            if row["plan"] == "fused":
+                assert row["phase_fused_step_us"] + row["phase_other_us"] == pytest.approx(
+                    sum(parts)), row
+    assert any(r.get("plan") == "fused" for r in data["rows"]) == ("numba" in fn.available_backends())
     assert "knee" in proc.stdout and "GEMM peak" in proc.stdout
 
 
