@@ -23,14 +23,11 @@ import statistics
 import time
 import warnings
 
-from sklearn import datasets
-from sklearn import neural_network as sk
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import StandardScaler
-
 import fastnet as fn
 from fastnet.info import environment
+
+# scikit-learn is imported where it is used: asv imports every module of benchmarks/
+# into environments that have only fastnet's own dependencies
 
 # name -> (loader, estimator kind, hyperparameters shared by both libraries): scikit-learn's
 # defaults (Adam, batches of 200) on the small sets
@@ -47,6 +44,8 @@ CASES = {
 
 
 def load(name):
+    from sklearn import datasets
+
     if name == "make_classification":
         return datasets.make_classification(n_samples=20_000, n_features=100, n_informative=30,
                                             n_classes=5, random_state=0)
@@ -54,6 +53,9 @@ def load(name):
 
 
 def prepared(loader, kind):
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
     X, y = load(loader)
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.25, random_state=0,
                                               stratify=y if kind == "classifier" else None)
@@ -75,6 +77,8 @@ def fit_and_score(cls, params, seed, data):
 
 
 def run_block(lib, names, repeats, quick):
+    from sklearn import neural_network as sk
+
     out = {}
     for name in names:
         loader, kind, params = CASES[name]
@@ -111,6 +115,8 @@ def main(argv=None):
     print(f"CPU: {env['cpu']}, {env['cores']} cores; fastnet {env['fastnet']} "
           f"({fn.MLPClassifier().get_params()['dtype']}, backend {env['default_backend']}); "
           f"numpy {env['numpy']}, numba {env['numba']}")
+    from sklearn.exceptions import ConvergenceWarning
+
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # every fit runs max_iter epochs on purpose

@@ -178,3 +178,18 @@ def test_kernel_benchmark_json_holds_statistics_not_every_round(kernel_bench_jso
                  "-k", "optimizer_step", "--benchmark-keep-rounds", f"--benchmark-json={out}"])
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert all("data" in b["stats"] for b in json.loads(out.read_text())["benchmarks"])
+
+
+def test_every_benchmark_module_imports_with_fastnets_own_dependencies_only():
+    """asv imports every module of benchmarks/ in environments holding only what
+    fastnet needs (asv.conf.json): an import of scikit-learn, PyTorch, ... at the
+    top of any of them fails asv's discovery for every benchmark."""
+    names = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "benchmarks"))
+                   if f.endswith(".py") and f != "__init__.py")
+    code = ("import sys, importlib\n"
+            "for blocked in ('sklearn', 'torch', 'jax', 'scipy', 'matplotlib', 'mpi4py', 'pytest'):\n"
+            "    sys.modules[blocked] = None  # importing it now raises ImportError\n"
+            f"for name in {names!r}:\n"
+            "    importlib.import_module('benchmarks.' + name)\n")
+    proc = _run([sys.executable, "-c", code])
+    assert proc.returncode == 0, proc.stderr[-3000:]
