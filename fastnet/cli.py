@@ -1,4 +1,4 @@
-"""The ``fastnet`` command: ``fastnet profile``, ``fastnet info`` and ``fastnet demo``.
+"""The ``fastnet`` command: ``fastnet profile``, ``info``, ``history`` and ``demo``.
 
 Conventions, for every subcommand: ``fastnet COMMAND --help`` lists its options
 with their defaults; a usage error prints that subcommand's usage and the
@@ -14,6 +14,7 @@ import sys
 COMMANDS = {
     "profile": "how a dense layer's speed scales with the batch size, against the machine's GEMM limit",
     "info": "backends, versions, BLAS, threads and the JIT cache in use",
+    "history": "the saved asv results as PNGs and an offline HTML page (needs asv and matplotlib)",
     "demo": "train on the handwritten digits that ship with scikit-learn (needs scikit-learn)",
 }
 
@@ -37,13 +38,19 @@ def _profile(argv):
     return profile_main(argv)
 
 
+def _history(argv):
+    from fastnet.history import main as history_main
+
+    return history_main(argv)
+
+
 def _demo(argv):
     from fastnet.examples import digits
 
     return digits.run(argv)
 
 
-RUNNERS = {"profile": _profile, "info": _info, "demo": _demo}
+RUNNERS = {"profile": _profile, "info": _info, "history": _history, "demo": _demo}
 
 
 def main(argv=None):

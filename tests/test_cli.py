@@ -27,7 +27,7 @@ def test_version():
     assert proc.returncode == 0 and proc.stdout.strip() == f"fastnet {fastnet.__version__}"
 
 
-@pytest.mark.parametrize("command", [None, "profile", "info", "demo"])
+@pytest.mark.parametrize("command", [None, "profile", "info", "history", "demo"])
 def test_help_shows_every_option_with_text_and_no_markup(command):
     proc = fastnet_cmd(*([command] if command else []), "--help")
     assert proc.returncode == 0, proc.stderr
@@ -41,7 +41,7 @@ def test_help_shows_every_option_with_text_and_no_markup(command):
         # the text after each option: its own help (a blank help would run into the next option)
         text = re.search(rf"^  {re.escape(name)}[^\n]*?(?:  +(\S.*))?$((?:\n {{10,}}\S.*)*)", body, re.M)
         assert text and (text[1] or text[2].strip()), f"{command}: {name} has no help text"
-    if command in ("profile", "demo"):  # commands with valued options show their defaults
+    if command in ("profile", "history", "demo"):  # commands with valued options show their defaults
         assert "(default: " in out
 
 
