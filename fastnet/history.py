@@ -130,8 +130,9 @@ def _quantity(bench, meta):
     return meta.get("unit") or "value", lambda v, p: v
 
 
-def _label(env, combo, names, envs):
-    parts = [f"{n}={_param_text(v)}" for n, v in zip(names, combo, strict=False)]
+def _label(env, combo, names, envs, varying):
+    parts = [f"{n}={_param_text(v)}" for i, (n, v) in enumerate(zip(names, combo, strict=False))
+             if i in varying]
     if len(envs) > 1:
         parts.append(env)
     return ", ".join(parts) or "value"
@@ -152,14 +153,24 @@ def plot_benchmark(path, bench, series, commits, meta):
     ylabel, transform = _quantity(bench, meta)
     names = meta.get("param_names") or []
     envs = {env for env, _ in series}
+    combos = [combo for _, combo in series]
+    width = max((len(c) for c in combos), default=0)
+    # parameters with one value over all lines go into the title, the others into the legend
+    varying = {i for i in range(width) if len({c[i] for c in combos if len(c) > i}) > 1}
+    fixed = ", ".join(f"{n}={_param_text(combos[0][i])}" for i, n in enumerate(names[:width])
+                      if i not in varying)
     n = len(commits)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * n + 3.0), 4.6))
+    fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * n + 6.0), 4.8))
+    colors = plt.get_cmap("tab20").colors
+    styles = {}  # a line style per value of the first parameter (the backend, in fastnet's suite)
     flagged = 0
-    for (env, combo), points in sorted(series.items(), key=lambda kv: str(kv[0])):
+    for k, ((env, combo), points) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
         params = dict(zip(names, (_param_text(v) for v in combo), strict=False))
         xs = sorted(points)
         ys = [transform(points[i], params) for i in xs]
-        line, = ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, label=_label(env, combo, names, envs))
+        style = styles.setdefault(combo[:1], ("-", "--", ":", "-.")[len(styles) % 4])
+        ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls=style, color=colors[k % len(colors)],
+                label=_label(env, combo, names, envs, varying))
         raw = [points.get(i) for i in range(n)]
         for after, size in regressions(raw):
             flagged += 1
@@ -172,7 +183,8 @@ def plot_benchmark(path, bench, series, commits, meta):
     ax.set_ylabel(ylabel)
     if "samples/s" in ylabel or "seconds" in ylabel:
         ax.set_yscale("log")
-    title = bench + (f"  ({flagged} regression{'s' if flagged != 1 else ''} flagged)" if flagged else "")
+    title = bench + (f"\n{fixed}" if fixed else "")
+    title += f"  ({flagged} regression{'s' if flagged != 1 else ''} flagged)" if flagged else ""
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
