@@ -11,9 +11,11 @@ environment) with asv's own reader and writes, into ``--out``:
   ``batch`` parameter as throughput, samples/s = batch / time; other
   ``time_*`` benchmarks as time; ``peakmem_*`` in MiB; ``track_*`` as
   recorded;
-* on each line, the regressions asv would flag: asv's own step detection
-  (``asv.step_detect``) with asv's default threshold of 5%, a red triangle at
-  the first commit after the step (the slower side), labelled with its size;
+* on each line of a time or memory benchmark, the regressions asv would
+  flag: asv's own step detection (``asv.step_detect``, each point weighted
+  by its 99% interval as asv weights it) with asv's default threshold of 5%,
+  a red triangle at the first commit after the step (the slower side),
+  labelled with its size;
 * ``index.html``, a static page that shows them and loads nothing from the
   internet, so it opens anywhere.
 
@@ -46,6 +48,12 @@ def _asv():
     return asv_results, step_detect
 
 
+def _weight(stats):
+    from asv import _stats
+
+    return _stats.get_weight(stats) if isinstance(stats, dict) else None
+
+
 def _single_sample(stats):
     """Whether a timing was one sample of one call: what ``asv run --quick`` records."""
     return isinstance(stats, dict) and stats.get("repeat") == 1 and stats.get("number") == 1
@@ -53,7 +61,7 @@ def _single_sample(stats):
 
 def load(results_dir, include_quick=False):
     """``{machine: {"commits": [(hash, date)], "machine": info, "series": {benchmark:
-    {(env, params): {commit index: value}}}, "meta": {benchmark: asv's description},
+    {(env, params): {commit index: (value, weight)}}}, "meta": {benchmark: asv's description},
     "quick_left_out": n}}``.  Timings of one sample, which ``--quick`` records, are
     left out unless ``include_quick``."""
     asv_results, _ = _asv()
@@ -87,8 +95,9 @@ def load(results_dir, include_quick=False):
                     if _single_sample(st) and not include_quick:
                         quick += 1
                         continue
+                    # (value, asv's weight of the point: from its 99% interval, None if unknown)
                     series.setdefault(key, {}).setdefault((res.env_name, combo), {})[
-                        index[res.commit_hash]] = float(value)
+                        index[res.commit_hash]] = (float(value), _weight(st))
         info = {}
         machine_json = os.path.join(results_dir, machine, "machine.json")
         if os.path.exists(machine_json):
@@ -105,28 +114,35 @@ def load(results_dir, include_quick=False):
     return out
 
 
-def regressions(values, threshold=THRESHOLD):
+def regressions(values, weights=None, threshold=THRESHOLD):
     """The regressions asv would flag in ``values`` (a list in commit order, None
-    where missing; larger is worse): ``[(index after the step, relative size)]``."""
+    where missing; larger is worse), with asv's weights of the points (from
+    their 99% intervals; None: equal): ``[(index after the step, relative size)]``."""
     _, step_detect = _asv()
     if sum(v is not None for v in values) < 2:
         return []
-    steps = step_detect.detect_steps(values)
+    steps = step_detect.detect_steps(values, weights)
     _, _, positions = step_detect.detect_regressions(steps, threshold=threshold)
     return [(after, value_after / value_before - 1.0)
             for _, after, value_before, value_after in (positions or [])]
 
 
+def _kind(bench, meta):
+    """asv's benchmark type: "time", "peakmemory", "memory" or "track"."""
+    prefix = bench.rsplit(".", 1)[-1].split("_", 1)[0]
+    return meta.get("type") or {"peakmem": "peakmemory", "mem": "memory"}.get(prefix, prefix)
+
+
 def _quantity(bench, meta):
     """(label, transform(value, params dict) -> y) for a benchmark."""
-    kind = meta.get("type") or bench.rsplit(".", 1)[-1].split("_", 1)[0]
+    kind = _kind(bench, meta)
     names = meta.get("param_names") or []
     if kind == "time" and "batch" in names:
         return "samples/s (batch / time)", lambda v, p: float(p["batch"]) / v
     if kind == "time":
         return "seconds", lambda v, p: v
-    if kind == "peakmem":
-        return "peak memory, MiB", lambda v, p: v / 2**20
+    if kind in ("peakmemory", "memory"):
+        return "memory, MiB", lambda v, p: v / 2**20
     return meta.get("unit") or "value", lambda v, p: v
 
 
@@ -160,6 +176,8 @@ def plot_benchmark(path, bench, series, commits, meta):
     fixed = ", ".join(f"{n}={_param_text(combos[0][i])}" for i, n in enumerate(names[:width])
                       if i not in varying)
     n = len(commits)
+    # asv takes larger as worse: right for times and memory, not for track_* throughputs
+    judged = _kind(bench, meta) in ("time", "peakmemory", "memory")
     fig, ax = plt.subplots(figsize=(max(9.0, 0.9 * n + 6.0), 4.8))
     colors = plt.get_cmap("tab20").colors
     styles = {}  # a line style per value of the first parameter (the backend, in fastnet's suite)
@@ -167,16 +185,20 @@ def plot_benchmark(path, bench, series, commits, meta):
     for k, ((env, combo), points) in enumerate(sorted(series.items(), key=lambda kv: str(kv[0]))):
         params = dict(zip(names, (_param_text(v) for v in combo), strict=False))
         xs = sorted(points)
-        ys = [transform(points[i], params) for i in xs]
+        ys = [transform(points[i][0], params) for i in xs]
         style = styles.setdefault(combo[:1], ("-", "--", ":", "-.")[len(styles) % 4])
         ax.plot(xs, ys, marker="o", ms=3.5, lw=1.2, ls=style, color=colors[k % len(colors)],
                 label=_label(env, combo, names, envs, varying))
-        raw = [points.get(i) for i in range(n)]
-        for after, size in regressions(raw):
+        if not judged:
+            continue
+        raw = [points[i][0] if i in points else None for i in range(n)]
+        weights = [points[i][1] if i in points else None for i in range(n)]
+        for after, size in regressions(raw, weights):
             flagged += 1
-            ax.plot([after], [transform(points[after], params)], marker="v", ms=10, color="red", zorder=5)
-            ax.annotate(f"+{100 * size:.0f}%", (after, transform(points[after], params)),
-                        textcoords="offset points", xytext=(4, -14), fontsize=7, color="red")
+            y = transform(points[after][0], params)
+            ax.plot([after], [y], marker="v", ms=10, color="red", zorder=5)
+            ax.annotate(f"+{100 * size:.0f}%", (after, y), textcoords="offset points", xytext=(4, -14),
+                        fontsize=7, color="red")
     ax.set_xticks(range(n), [f"{h[:8]}\n{_date(d)}" for h, d in commits], fontsize=7)
     ax.set_xlim(-0.5, n - 0.5)
     ax.set_xlabel("commit (in commit-date order)")

@@ -65,7 +65,7 @@ def test_load_reads_every_commit_and_parameter_set(recorded):
     backends = {c[0].strip("'") for c in combos}
     assert {c[1] for c in combos} == {"1", "256"} and backends <= {"numpy", "numba"}
     for points in series.values():
-        assert set(points) == {0, 1} and all(v > 0 for v in points.values())
+        assert set(points) == {0, 1} and all(v > 0 for v, _ in points.values())
 
 
 def test_history_writes_pngs_and_an_offline_index(recorded, tmp_path):
@@ -101,3 +101,24 @@ def test_regressions_are_asvs(values, expected):
     assert [a for a, _ in got] == [a for a, _ in expected]
     for (_, size), (_, want) in zip(got, expected, strict=True):
         assert size == pytest.approx(want, rel=1e-6)
+
+
+def test_flags_are_those_of_asvs_own_report(recorded, tmp_path):
+    """The regressions drawn are the ones asv's own report lists (asv publish's
+    regressions.json, made offline), series by series."""
+    results, _ = recorded
+    conf = json.loads((results.parent / "asv.conf.json").read_text())
+    conf["html_dir"] = str(tmp_path / "html")
+    (tmp_path / "asv.conf.json").write_text(json.dumps(conf))
+    proc = _run([ASV, "publish", "--config", str(tmp_path / "asv.conf.json")])
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    listed = {r[0]: len(r[6]) for r in json.loads((tmp_path / "html" / "regressions.json").read_text())[
+        "regressions"]}
+    (d,) = history.load(str(results), include_quick=True).values()
+    n = len(d["commits"])
+    for bench, by in d["series"].items():
+        for (_, combo), points in by.items():
+            values = [points[i][0] if i in points else None for i in range(n)]
+            weights = [points[i][1] if i in points else None for i in range(n)]
+            name = f"{bench}({', '.join(combo)})"
+            assert len(history.regressions(values, weights)) == listed.get(name, 0), name
