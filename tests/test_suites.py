@@ -193,3 +193,26 @@ def test_every_benchmark_module_imports_with_fastnets_own_dependencies_only():
             "    importlib.import_module('benchmarks.' + name)\n")
     proc = _run([sys.executable, "-c", code])
     assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_latency_cases_run_and_the_floor_counts_each_pass():
+    """benchmarks/latency.py's candidates run on this tree (they broke once unnoticed)
+    and its floor is the forward reads, the input-gradient reads of all but the
+    first layer, and one read-and-write update per layer."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        import latency
+    finally:
+        sys.path.pop(0)
+    assert latency.floor_seconds([1.0, 2.0, 4.0], [8.0, 16.0, 32.0]) == 1 + 2 + 4 + 2 + 4 + 8 + 16 + 32
+    rng = np.random.default_rng(0)
+    for batch in (1, 64):  # the forced fused step at a batch its plan would not fuse too
+        x = rng.normal(size=(batch, latency.SIZES[0])).astype(np.float32)
+        y = rng.integers(0, latency.SIZES[-1], batch)
+        cases = latency.fastnet_cases(x, y)
+        for call in cases.values():
+            call()
+        if "numba" in fn.available_backends():
+            assert "fused (forced)" in cases
+    reads, rws = latency.weight_passes()
+    assert len(reads) == len(rws) == len(latency.SIZES) - 1 and min(reads + rws) > 0
