@@ -32,8 +32,13 @@ def require_backend(backend):
         raise NotImplementedError(f"backend {backend!r} is not available")
 
 
-def best_seconds(func, repeats=5, target_seconds=0.02):
-    """The median seconds per call of ``func`` after warm-up (for track_ benchmarks)."""
-    from fastnet._timing import compare
-
-    return compare({"f": func}, repeats=repeats, target_seconds=target_seconds)["f"]["median"]
+def blob_classification(n, n_inputs, n_classes, dtype):
+    """(X, labels): a realistic-looking classification set without scikit-learn
+    (asv's environments do not have it): ``n_classes`` Gaussian clusters in
+    ``n_inputs`` dimensions with unit noise around centres drawn with scale
+    1.5, labels uniform; seed 2468."""
+    rng = np.random.default_rng(2468)
+    centres = rng.normal(scale=1.5, size=(n_classes, n_inputs))
+    labels = rng.integers(0, n_classes, size=n)
+    X = centres[labels] + rng.standard_normal((n, n_inputs))
+    return X.astype(dtype), labels

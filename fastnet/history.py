@@ -146,6 +146,25 @@ def _quantity(bench, meta):
     return meta.get("unit") or "value", lambda v, p: v
 
 
+def train_step_flops(batch, sizes):
+    """The matrix products' floating-point operations of one training step of an
+    MLP with layer ``sizes`` (e.g. "784-256-256-10"): x @ w and x.T @ dz for every
+    layer, dz @ w.T for all but the first; a multiply-add counts 2."""
+    widths = [int(v) for v in str(sizes).split("-")]
+    products = [a * b for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    return 2.0 * batch * (2 * sum(products) + sum(products[1:]))
+
+
+def _gflops(bench, meta):
+    """The GFLOP/s quantity of a train-step benchmark whose parameters give its
+    batch and layer sizes, else None."""
+    names = meta.get("param_names") or []
+    if not (bench.endswith("time_train_step") and "batch" in names and "sizes" in names):
+        return None
+    return ("GFLOP/s (matrix products / time)",
+            lambda v, p: train_step_flops(int(p["batch"]), p["sizes"]) / v / 1e9)
+
+
 def _label(env, combo, names, envs, varying):
     parts = [f"{n}={_param_text(v)}" for i, (n, v) in enumerate(zip(names, combo, strict=False))
              if i in varying]
@@ -159,14 +178,15 @@ def _param_text(value):
     return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
-def plot_benchmark(path, bench, series, commits, meta):
-    """One PNG: the benchmark's parameter sets against commit order, regressions marked."""
+def plot_benchmark(path, bench, series, commits, meta, quantity=None):
+    """One PNG: the benchmark's parameter sets against commit order, regressions
+    marked; ``quantity`` (label, transform) overrides the benchmark's own."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ylabel, transform = _quantity(bench, meta)
+    ylabel, transform = quantity or _quantity(bench, meta)
     names = meta.get("param_names") or []
     envs = {env for env, _ in series}
     combos = [combo for _, combo in series]
@@ -233,10 +253,17 @@ def write_history(results_dir, out_dir, bench_filter=None, include_quick=False):
         for bench in sorted(d["series"]):
             if pattern is not None and not pattern.search(bench):
                 continue
+            meta = d["meta"].get(bench, {})
             name = re.sub(r"[^\w.-]+", "_", f"{machine}-{bench}") + ".png"
             flagged = plot_benchmark(os.path.join(out_dir, name), bench, d["series"][bench], d["commits"],
-                                     d["meta"].get(bench, {}))
+                                     meta)
             items.append((bench, name, flagged))
+            gflops = _gflops(bench, meta)
+            if gflops is not None:  # the same times as GFLOP/s
+                name = name[:-4] + "-gflops.png"
+                plot_benchmark(os.path.join(out_dir, name), bench, d["series"][bench], d["commits"], meta,
+                               gflops)
+                items.append((bench + " (GFLOP/s)", name, flagged))
         sections.append((machine, d, items))
     index = os.path.join(out_dir, "index.html")
     with open(index, "w") as f:

@@ -46,7 +46,8 @@ def recorded(tmp_path_factory):
     hashes = _commits(2)
     for commit in hashes:
         proc = _run([ASV, "run", "--config", str(tmp / "asv.conf.json"), "--python=same", "--quick",
-                     "--set-commit-hash", commit, "--bench", BENCH + r"\(.*, (1|256), 512, 'relu'"])
+                     "--set-commit-hash", commit, "--bench", BENCH + r"\(.*, (1|256), 512, 'relu'",
+                     "--bench", r"MLP\.time_train_step\(.*, 64, 'sgd_momentum'"])
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return tmp / "results", hashes
 
@@ -81,6 +82,8 @@ def test_history_writes_pngs_and_an_offline_index(recorded, tmp_path):
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for h in hashes:
         assert h[:8] in index
+    # the MLP's train step (its parameters give the layer sizes) is drawn as GFLOP/s too
+    assert any(name.endswith("MLP.time_train_step-gflops.png") for name in images), images
 
 
 def test_history_of_a_missing_folder_is_one_line_and_status_1(tmp_path):
@@ -122,3 +125,10 @@ def test_flags_are_those_of_asvs_own_report(recorded, tmp_path):
             weights = [points[i][1] if i in points else None for i in range(n)]
             name = f"{bench}({', '.join(combo)})"
             assert len(history.regressions(values, weights)) == listed.get(name, 0), name
+
+
+def test_train_step_flops_counts_the_products():
+    # 784-256-256-10 at B = 2: forward and dw per layer, dx for the two upper layers
+    products = [784 * 256, 256 * 256, 256 * 10]
+    want = 2 * 2 * (2 * sum(products) + products[1] + products[2])
+    assert history.train_step_flops(2, "784-256-256-10") == want
