@@ -261,6 +261,13 @@ class _BaseMLP(BaseEstimator):
         sizes, act = self._check_params()
         fitted = hasattr(self, "network_")
         first = not fitted or not (self.warm_start or incremental)
+        if not first:  # warm_start or partial_fit: the network must be the one asked for
+            hidden = self.network_.layers[:-1]
+            have = (tuple(la.neurons_num for la in hidden), {la.activation.name for la in hidden} or {act})
+            if have != (sizes, {act}):
+                raise ValueError(f"the fitted network has hidden layers {have[0]} of {sorted(have[1])}, "
+                                 f"the parameters ask for {sizes} of {act!r}; call fit with "
+                                 "warm_start=False to start again")
         dtype = np.dtype(self.dtype) if first else self.network_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=(np.float64, np.float32), multi_output=True,
                              y_numeric=isinstance(self, RegressorMixin))

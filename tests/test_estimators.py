@@ -362,3 +362,19 @@ def test_estimator_fit_equals_core_fit_on_the_same_seed():
         np.testing.assert_array_equal(la.w, w)
         np.testing.assert_array_equal(la.b[0], b)
     np.testing.assert_allclose(est.loss_curve_, hist["loss"], rtol=1e-12)  # alpha=0, softmax: same figure
+
+
+def test_warm_start_refuses_another_architecture():
+    X, y = _data("multiclass", n=40)
+    est = fn.MLPClassifier(hidden_layer_sizes=(6,), max_iter=2, random_state=0, warm_start=True)
+    with pytest.warns(ConvergenceWarning):
+        est.fit(X, y)
+    before = [c.copy() for c in est.coefs_]
+    est.set_params(hidden_layer_sizes=(7,))
+    with pytest.raises(ValueError, match=r"hidden layers \(6,\).*ask for \(7,\)"):
+        est.fit(X, y)
+    for a, b in zip(before, est.coefs_, strict=True):
+        np.testing.assert_array_equal(a, b)
+    est.set_params(hidden_layer_sizes=(6,), activation="tanh")
+    with pytest.raises(ValueError, match="tanh"):
+        est.fit(X, y)
