@@ -8,6 +8,7 @@ traceback instead); Ctrl-C prints one line and exits 130.
 """
 
 import argparse
+import importlib
 import sys
 
 #: name -> one-line description
@@ -19,38 +20,15 @@ COMMANDS = {
 }
 
 
-def _info(argv):
-    parser = argparse.ArgumentParser(prog="fastnet info", description=COMMANDS["info"],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--compile-times", action="store_true",
-                        help="also measure the JIT compile time per path and per kernel, cold and warm "
-                             "(takes a minute or more)")
-    args = parser.parse_args(argv)
-    from fastnet.info import print_info
-
-    print_info(with_compile_times=args.compile_times)
-    return 0
+def _lazy(module, func="main"):
+    """A runner that imports ``module`` only when its command is used."""
+    def run(argv):
+        return getattr(importlib.import_module(module), func)(argv)
+    return run
 
 
-def _profile(argv):
-    from fastnet.profiler import main as profile_main
-
-    return profile_main(argv)
-
-
-def _history(argv):
-    from fastnet.history import main as history_main
-
-    return history_main(argv)
-
-
-def _demo(argv):
-    from fastnet.examples import digits
-
-    return digits.run(argv)
-
-
-RUNNERS = {"profile": _profile, "info": _info, "history": _history, "demo": _demo}
+RUNNERS = {"profile": _lazy("fastnet.profiler"), "info": _lazy("fastnet.info"),
+           "history": _lazy("fastnet.history"), "demo": _lazy("fastnet.examples.digits", "run")}
 
 
 def main(argv=None):

@@ -94,6 +94,13 @@ class _GlorotUniform:
         layer.b = layer.rng.uniform(-limit, limit, (1, layer.neurons_num)).astype(layer.dtype)
 
 
+def _sklearn_scales(loss_name, n_outputs):
+    """(c, r): scikit-learn's gradient over fastnet's, and its loss over fastnet's
+    (see the module's notes), for ``n_outputs`` outputs."""
+    k = float(n_outputs)
+    return {"softmax_xent": (1.0, 1.0), "bce_logits": (k, k), "mse": (k / 2.0, 0.5)}[loss_name]
+
+
 def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -284,8 +291,7 @@ class _BaseMLP(BaseEstimator):
         seeds = self._seeds(len(sizes) + 3) if first else None
         split_seed = int(np.random.default_rng(seeds[-2]).integers(2**31 - 1)) if first else self._split_seed
         loss = self._loss(meta.get("_kind", getattr(self, "_kind", None)))
-        # scikit-learn's gradient over fastnet's (see the module's notes)
-        c = {"softmax_xent": 1.0, "bce_logits": float(n_outputs), "mse": n_outputs / 2.0}[loss.name]
+        c, loss_scale = _sklearn_scales(loss.name, n_outputs)
         if self.early_stopping and incremental:
             raise ValueError("partial_fit does not support early_stopping=True")
         early = self.early_stopping
@@ -316,7 +322,7 @@ class _BaseMLP(BaseEstimator):
         elif optimizer is not None:
             # scikit-learn makes a new optimizer at every fit (warm_start too), keeps it for partial_fit
             self.network_.optimizer = optimizer
-        self._loss_scale = {"softmax_xent": 1.0, "bce_logits": float(n_outputs), "mse": 0.5}[loss.name]
+        self._loss_scale = loss_scale
         self._lr_scale = c if self.solver == "sgd" else 1.0
         if early and self.validation_scores_ is None:
             self.validation_scores_, self.best_validation_score_, self.best_loss_ = [], -np.inf, None

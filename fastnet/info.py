@@ -306,3 +306,19 @@ def print_info(with_compile_times=False, out=sys.stdout):
         else:
             w("JIT compile time: run 'fastnet info --compile-times' to measure it per path "
               "and per kernel\n")
+
+
+def main(argv=None):
+    """``fastnet info [--compile-times]``."""
+    import argparse
+
+    from fastnet.cli import COMMANDS
+
+    parser = argparse.ArgumentParser(prog="fastnet info", description=COMMANDS["info"],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--compile-times", action="store_true",
+                        help="also measure the JIT compile time per path and per kernel, cold and warm "
+                             "(takes a minute or more)")
+    args = parser.parse_args(argv)
+    print_info(with_compile_times=args.compile_times)
+    return 0
