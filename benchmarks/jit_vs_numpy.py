@@ -1,7 +1,8 @@
 """JIT path against the NumPy reference and against bare BLAS, side by side.
 
-    python benchmarks/jit_vs_numpy.py [--quick] [--cases 512,1024,mlp] [--batches 8,16]
-                                      [--repeats 9] [--out results.json] [--baseline REV]
+    python benchmarks/jit_vs_numpy.py [--quick] [--cases 512,1024,mlp,mlp-wide] [--batches 8,16]
+                                      [--optimizer sgd|momentum|adam] [--repeats 9]
+                                      [--out results.json] [--baseline REV]
 
 For each shape and batch size, in one process, alternating, medians after
 warm-up (``fastnet._timing.compare``):
@@ -18,6 +19,7 @@ over this tree's.
 """
 
 import argparse
+import functools
 import json
 
 import numpy as np
@@ -63,31 +65,38 @@ def blas_case(sizes, batch, rng, first_dx=True):
     return step
 
 
-def mlp_case(sizes, batch, backend, rng, lib=fn):
+OPTIMIZERS = {"sgd": lambda lib: lib.SGD(1e-4), "momentum": lambda lib: lib.SGD(1e-4, momentum=0.9),
+              "adam": lambda lib: lib.Adam(1e-4)}
+
+
+def mlp_case(sizes, batch, backend, rng, lib=fn, optimizer="sgd"):
     layers = [lib.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
     layers += [lib.DenseLayer("relu", neurons_num=n, rng=i) for i, n in enumerate(sizes[2:-1])]
     layers.append(lib.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
-    net = lib.NeuralNetwork(layers, lib.SoftmaxCrossEntropy(), lib.SGD(1e-4), backend=backend)
+    net = lib.NeuralNetwork(layers, lib.SoftmaxCrossEntropy(), OPTIMIZERS[optimizer](lib), backend=backend)
     x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=batch)
     return lambda: net.train_step(x, y)
 
 
 CASES = {"512": ("dense 512x512 relu", [512, 512]), "1024": ("dense 1024x1024 relu", [1024, 1024]),
-         "mlp": ("mlp 784-256-256-10", [784, 256, 256, 10])}
+         "mlp": ("mlp 784-256-256-10", [784, 256, 256, 10]),
+         "mlp-wide": ("mlp 512-384-128-20", [512, 384, 128, 20])}
 
 
-def run(quick=False, cases=tuple(CASES), batches=None, repeats=None, base=None):
+def run(quick=False, cases=tuple(CASES), batches=None, repeats=None, base=None, optimizer="sgd"):
     rng = np.random.default_rng(0)
     batches = batches or ([1, 4, 16, 64, 256, 1024] if quick else BATCHES)
     repeats = repeats or (5 if quick else 9)
     cases = [CASES[c] for c in cases]
     rows = []
     for title, sizes in cases:
+        if len(sizes) > 2:
+            title += f", {optimizer}"
         print(f"\n{title}\n{'B':>5} {'numpy us':>10} {'numba us':>10} {'blas us':>10} "
               f"{'speedup':>8} {'roofline':>8}" + (f" {'base us':>10} {'base/new':>8}" if base else ""))
         for batch in batches:
-            make = layer_case if len(sizes) == 2 else mlp_case
+            make = layer_case if len(sizes) == 2 else functools.partial(mlp_case, optimizer=optimizer)
             args = (*sizes,) if len(sizes) == 2 else (sizes,)
             cands = {b: make(*args, batch, b, rng) for b in ("numpy", "numba")}
             cands["blas"] = blas_case(sizes, batch, rng, first_dx=len(sizes) == 2)
@@ -110,9 +119,10 @@ def run(quick=False, cases=tuple(CASES), batches=None, repeats=None, base=None):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: 512, 1024, mlp")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     parser.add_argument("--batches", default=None, help="comma-separated batch sizes")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--optimizer", choices=list(OPTIMIZERS), default="sgd", help="the MLPs' optimizer")
     parser.add_argument("--out", default=None)
     parser.add_argument("--baseline", metavar="REV", default=None,
                         help="also time the numba path as of this commit, side by side (baseline.py)")
@@ -131,7 +141,7 @@ def main():
     for pool in env["threadpools"]:
         print(f"{pool['user_api']}: {pool['internal_api']} {pool['version']}, "
               f"{pool['num_threads']} threads")
-    rows = run(args.quick, args.cases.split(","), batches, args.repeats, base)
+    rows = run(args.quick, args.cases.split(","), batches, args.repeats, base, args.optimizer)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"env": env, "rows": rows}, f, indent=1, default=str)

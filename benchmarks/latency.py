@@ -4,7 +4,9 @@
 
 Side by side in one process, medians after warm-up (``fastnet._timing``):
 ``fastnet`` (``train_step``, on the path ``net.plan()`` picks), its fused step
-forced at every batch size (to find where it stops paying), its layered numba
+with the register tiles' products forced at every batch size (to find where
+BLAS's take over; before the fused step covered every batch size, the fused
+step itself forced), its layered numba
 step (``keep_grads=True``),
 the NumPy reference, and, when installed, PyTorch eager and JAX ``jit`` of
 the whole step (each peer timed in a block of its own, as in ``fastnet
@@ -26,6 +28,7 @@ script stops with an error saying so.
 """
 
 import argparse
+import importlib
 import json
 import os
 import time
@@ -54,7 +57,10 @@ def fastnet_cases(x, y, lib=fn, suffix="", reference=True):
     if "numba" in lib.available_backends():
         planned, fused, layered = build_mlp("numba", lib), build_mlp("numba", lib), build_mlp("numba", lib)
         cases["fastnet" + suffix] = lambda: planned.train_step(x, y)  # the path net.plan() picks
-        if hasattr(fused, "_execution_plan"):  # the plan decides the path: say "fused" at every batch
+        if hasattr(importlib.import_module(lib.__name__ + ".kernels.numba.tuning"), "fused_by_blas"):
+            # the fused step at every batch size: force its register tiles instead
+            cases["tiles (forced)" + suffix] = _tiles_forced(lib, fused, x, y)
+        elif hasattr(fused, "_execution_plan"):  # the plan decides the path: say "fused" at every batch
             fused.plan = lambda batch, comm=None: "fused"
             cases["fused (forced)" + suffix] = lambda: fused.train_step(x, y)
         else:  # a baseline from before the execution plans
@@ -65,6 +71,23 @@ def fastnet_cases(x, y, lib=fn, suffix="", reference=True):
         ref = build_mlp("numpy", lib)
         cases["numpy reference" + suffix] = lambda: ref.train_step(x, y)
     return cases
+
+
+def _tiles_forced(lib, net, x, y):
+    """net's step with the fused step's products by the register tiles at every
+    batch size (the plan made at the first call keeps them), to show where
+    BLAS takes over."""
+    kernels = importlib.import_module(lib.__name__ + ".kernels.numba.fused")
+
+    def step():
+        choice = kernels.fused_by_blas
+        kernels.fused_by_blas = lambda batch, w_bytes: False
+        try:
+            return net.train_step(x, y)
+        finally:
+            kernels.fused_by_blas = choice
+
+    return step
 
 
 def torch_case(x, y, threads):
@@ -224,7 +247,7 @@ def _plot(rows, names, floor, path):
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     b = [r["batch"] for r in rows]
     for name in names:
-        if name == "fused (forced)":
+        if name in ("fused (forced)", "tiles (forced)"):
             style = {"ls": "--", "lw": 1, "alpha": 0.7}
         else:
             style = {"lw": 2 if name == "fastnet" else 1.2}

@@ -11,7 +11,7 @@ import operator
 import numpy as np
 
 from fastnet._validation import positive_int
-from fastnet.activations import Identity, kernel_code
+from fastnet.activations import Identity
 from fastnet.layers import DenseLayer
 from fastnet.optimizers import SGD, Adam, Optimizer
 
@@ -189,24 +189,6 @@ class StateChecks:
             dz = k.max_abs(la._dz) if dz_maxes is None else dz_maxes[i]
             out.append(dz * max(x_i, 1.0))
         return out
-
-    def _predicted_dz_bounds(self):
-        """Bounds on every layer's dz when only the last layer's is known: each
-        from the one above (|dz| <= n_out |dz above|max |w|max |f'|max), so that
-        the layers can be updated as their dz come; None after a user's
-        activation."""
-        k, bounds, layers = self._k, self._bounds, self.layers
-        out, dz = [0.0] * len(layers), k.max_abs(layers[-1]._dz)
-        for i in range(len(layers) - 1, -1, -1):
-            out[i] = dz
-            if i:
-                below = layers[i - 1].activation
-                slope = below.derivative_bound() if kernel_code(below) is not None else None
-                if slope is None:
-                    return None
-                dz = layers[i].neurons_num * dz * bounds[i, 0] * slope
-        return out
-
 
 def _twice(j, i):
     return (f"layers[{j}] and layers[{i}] are the same DenseLayer object; each position needs a layer "

@@ -191,8 +191,8 @@ report(start, plan=net.plan({batch}))
 FIRST_RESULT_CASES = {
     "fused-1": _step_case(1, "fn.SGD(1e-3)", "fused"),
     "fused-16": _step_case(16, "fn.SGD(1e-3)", "fused"),
-    "sgd-in-gemm": _step_case(64, "fn.SGD(1e-3)", "sgd-in-gemm"),
-    "layered-momentum": _step_case(64, "fn.SGD(1e-3, momentum=0.9)", "layered"),
+    "fused-64": _step_case(64, "fn.SGD(1e-3)", "fused"),
+    "fused-64-momentum": _step_case(64, "fn.SGD(1e-3, momentum=0.9)", "fused"),
     "adam": _step_case(64, "fn.Adam(1e-3)", "layered"),
     "predict": """
 import fastnet as fn
@@ -223,7 +223,7 @@ report(start)
     "5-layers-after-warmup-16": _after_warmup_case((784, 256, 256, 128, 64, 10), 16),
 }
 #: The training paths among them, for ``fastnet info --compile-times``.
-PATH_CASES = ("fused-1", "fused-16", "sgd-in-gemm", "layered-momentum", "adam", "predict")
+PATH_CASES = ("fused-1", "fused-16", "fused-64", "fused-64-momentum", "adam", "predict")
 
 
 def first_result(code, cache_dir, kernels=False, llvm=False):

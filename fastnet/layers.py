@@ -250,22 +250,6 @@ class DenseLayer(HoldsKernels):
         self._dx = self._workspace("dx", dy.shape[0], self.n_inputs)
         return self._k.input_grad(self._dz, self.w, self._dx)
 
-    def _dz_and_dx(self, dy, dx):
-        """A backward pass with the SGD step inside BLAS, in two halves, so that
-        a network checks every layer's update before it applies any.  This
-        first half: dz and db (built-in activations only) and, into ``dx``
-        unless None, the input gradient with w as it is; returns dx."""
-        act = self.activation
-        return self._k.dense_backward_dz(self._x, self._a, self._y, dy, kernel_code(act), act.alpha,
-                                         self._dz, self._db, dx, self.w)
-
-    def _sgd_in_gemm(self, lr, vb, dx):
-        """The second half: the SGD step of w inside the weight-gradient product
-        of the dz of ``_dz_and_dx``, then b's; ``dw`` and ``db`` not kept."""
-        self._k.weight_sgd_step(self._x, self._dz, self._dw, self.w, lr)
-        self._k.sgd_step(self.b, self._db, vb, lr, 0.0, 0.0, False)
-        self._dx, self._dw, self._db = dx, None, None
-
     def _require_built(self):
         if not self.built:
             raise ValueError(

@@ -322,10 +322,9 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         """One forward, backward and optimizer update on one batch; returns the
         batch's loss before the update.
 
-        On the numba backend with SGD, small batches take the fused path (one
-        compiled call) and larger ones without momentum the SGD step inside
-        BLAS (see ``plan``); both update the weights without keeping the
-        layers' ``dw`` and ``db`` (fused: nor ``dx``; they are None
+        On the numba backend with SGD, the step takes the fused path (one
+        compiled call; see ``plan``), which updates the weights without
+        keeping the layers' ``dw``, ``db`` and ``dx`` (they are None
         afterwards).  ``keep_grads=True`` takes the layered path, which sets them.
         """
         keep_grads = flag(keep_grads, "keep_grads")
@@ -336,37 +335,29 @@ class NeuralNetwork(StateChecks, HoldsKernels):
     def plan(self, batch_size, comm=None):
         """The path a training step takes for a batch of this size.
 
-        * ``"fused"``: one compiled call for the whole step.  The numba
-          backend, an ``SGD`` optimizer (with or without momentum), built-in
-          activations and ``batch_size <= FUSED_MAX_BATCH`` (20; 8 when a
-          layer's weights take 1 MiB or more; both in
-          ``fastnet.kernels.numba.tuning``, with their measurements).
-        * ``"sgd-in-gemm"``: layer by layer, with each layer's SGD step on w
-          applied by BLAS inside the weight-gradient product, so no ``dw`` is
-          written and read again.  The numba backend, plain ``SGD`` (no
-          momentum: the velocity must be read and written anyway, and this
-          measured no faster; no weight decay: see
-          ``fastnet.kernels.numba.dense_backward_sgd``), built-in activations and
-          larger batches.
+        * ``"fused"``: one compiled call for the whole step, at any batch
+          size.  The numba backend, an ``SGD`` optimizer (any momentum,
+          Nesterov, weight decay) and built-in activations.  Up to
+          ``FUSED_MAX_BATCH`` rows (20; 8 when a layer's weights take 1 MiB or
+          more; ``fastnet.kernels.numba.tuning``, with their measurements) the
+          products are the compiled register tiles and loops; past that BLAS's,
+          called from the compiled step, with the update folded into the
+          weight-gradient product (``fastnet.kernels.numba.fused``).
         * ``"layered"``: layer by layer, gradients first, then the optimizer.
 
-        Both fast paths leave the layers' ``dw``, ``db`` (and, fused, ``dx``)
-        unset; ``train_step(..., keep_grads=True)`` takes the layered path.
-        Under a communicator (``fit(..., comm=)``) the path is always
-        ``"layered"``: the ranks' gradients must be added before any step.
+        The fused path leaves the layers' ``dw``, ``db`` and ``dx`` unset;
+        ``train_step(..., keep_grads=True)`` takes the layered path.  Under a
+        communicator (``fit(..., comm=)``) the path is always ``"layered"``:
+        the ranks' gradients must be added before any step.
         """
         opt = self.optimizer
         if (comm is not None or self.backend != "numba" or type(opt) is not SGD
                 or any(kernel_code(la.activation) is None for la in self.layers)):
             return "layered"
-        tuning = self._k.tuning
-        if batch_size <= tuning.FUSED_MAX_BATCH and (
-                batch_size <= tuning.FUSED_MAX_BATCH_BIG_WEIGHTS
-                or all(la.w is None or la.w.nbytes < tuning.FUSED_BIG_WEIGHTS for la in self.layers)):
+        w_bytes = max(la.n_inputs * la.neurons_num for la in self.layers) * self.dtype.itemsize
+        if not self._k.tuning.fused_by_blas(batch_size, w_bytes) or self._k.blas.address(self.dtype):
             return "fused"
-        if opt.momentum == 0 and opt.weight_decay == 0:
-            return "sgd-in-gemm"
-        return "layered"
+        return "layered"  # no BLAS that compiled code can call (not NumPy's OpenBLAS)
 
     def _train_batch(self, x, t, where, keep_grads=False, x_max=None):
         """One update on validated data and checked state (``_checked``: by
@@ -375,45 +366,12 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         self._make_state()  # the first step: its input was valid, so it is applied
         path, plan, buffers = ("layered", None, None) if keep_grads else self._execution_plan(x.shape[0])
         if path == "fused":
-            return self._fused_step(x, t, where, plan, buffers)
-        if path == "sgd-in-gemm":
-            return self._sgd_in_gemm_step(x, t, where, x_max)
+            return self._fused_step(x, t, where, plan, buffers, x_max)
         loss = self._forward_backward(x, t, where)
         self._apply(self.gradients(), where, self._grad_bounds(x_max), x.shape[0], self._grad_bounds)
         return loss
 
-    def _sgd_in_gemm_step(self, x, t, where, x_max=None):
-        opt, layers = self.optimizer, self.layers
-        # the state was checked (_checked), the forward pass raises before any update
-        loss, dout = self._forward_loss(x, t, where)
-        # every buffer the steps need exists before the first layer is updated: the
-        # forward pass sized a, y, dz, dw and db; the input gradients' are sized here
-        dxs = [la._workspace("dx", x.shape[0], la.n_inputs) if i > 0 else None
-               for i, la in enumerate(layers)]
-        top = len(layers) - 1
-        dout = layers[top]._dz_and_dx(dout, dxs[top])
-        predicted = self._predicted_dz_bounds()
-        k = self._k
-        xs = [x_max if i == 0 and x_max is not None else k.max_abs(la._x) for i, la in enumerate(layers)]
-        safe = predicted is not None and self._check_updates(
-            where, self._grad_bounds(dz_maxes=predicted, x_maxes=xs), x.shape[0], tentative=True) is not None
-        if safe:  # on the predicted dz: each layer updated as its dz comes (no dz kept waiting)
-            for i in range(top, -1, -1):
-                if i < top:
-                    dout = layers[i]._dz_and_dx(dout, dxs[i])
-                layers[i]._sgd_in_gemm(opt.lr, opt.state[2 * i + 1], dxs[i])
-            # the bounds carried forward from the dz as they were (below the predicted ones)
-            after = self._check_updates(where, self._grad_bounds(x_maxes=xs), x.shape[0])
-        else:  # every dz first, then the exact check, then the updates (measured 2% slower)
-            for i in range(top - 1, -1, -1):
-                dout = layers[i]._dz_and_dx(dout, dxs[i])
-            after = self._check_updates(where, self._grad_bounds(x_max), x.shape[0], self._grad_bounds)
-            for i in range(top, -1, -1):
-                layers[i]._sgd_in_gemm(opt.lr, opt.state[2 * i + 1], dxs[i])
-        self._bounds[...] = after
-        return loss
-
-    def _fused_step(self, x, t, where, plan, buffers):
+    def _fused_step(self, x, t, where, plan, buffers, x_max=None):
         opt = self.optimizer
         inp = x
         for layer, (a, y, dz) in zip(self.layers, buffers, strict=True):
@@ -423,10 +381,10 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             inp = y
         args = (x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
                 bool(opt.nesterov and opt.momentum != 0))
-        loss = float(self._k.fused_sgd_step(*args, self._bounds))
+        loss = float(self._k.fused_sgd_step(*args, self._bounds, -1.0 if x_max is None else x_max))
         if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
             self._exact_bounds()
-            loss = float(self._k.fused_sgd_step(*args, self._bounds))
+            loss = float(self._k.fused_sgd_step(*args, self._bounds))  # x scanned: its own bound
             if loss < 0:
                 _refuse_update(where, int(-loss) - 1, None, self.dtype)
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update

@@ -35,7 +35,7 @@ import fastnet as fn
 from fastnet._timing import compare
 from fastnet._validation import kernel_ready
 from fastnet.info import environment
-from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES, _blas
+from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES
 
 OPS = ("forward", "backward", "train_step")
 PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "fused_step",
@@ -104,10 +104,6 @@ class LayerCase:
             "update": lambda: (k.sgd_step(w, dw, vel[0], opt.lr, 0.0, 0.0, False),
                                k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)),
         }
-        if self.net.plan(n) == "sgd-in-gemm":  # the step on w happens inside the product
-            phases["gemm"] = lambda: (np.matmul(x, w, out=a), _blas.gemm(-opt.lr / n, x.T, dz, 1.0, w)
-                                      or k.dense.weight_grad(x, dz, dw))
-            phases["update"] = lambda: k.sgd_step(b, db, vel[1], opt.lr, 0.0, 0.0, False)
         if self.net.backend == "numba":
             # bias gradient is fused into the activation-gradient pass
             phases.setdefault("gemm", lambda: (np.matmul(x, w, out=a), k.dense.weight_grad(x, dz, dw)))

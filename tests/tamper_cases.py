@@ -22,9 +22,9 @@ SIZES = (4, 4, 4, 3)  # two layers of one shape: one of them can be put in twice
 # path -> (optimizer factory, batch, keep_grads); the paths the numba backend
 # takes at these settings (on NumPy every one is "layered")
 PATHS = {
-    "fused": (lambda: fn.SGD(0.05, momentum=0.9), 3, False),
-    "sgd-in-gemm": (lambda: fn.SGD(0.05), 32, False),
-    "layered-momentum": (lambda: fn.SGD(0.05, momentum=0.9, nesterov=True), 32, False),
+    "fused": (lambda: fn.SGD(0.05, momentum=0.9), 3, False),  # products by the register tiles
+    "fused-blas": (lambda: fn.SGD(0.05), 32, False),  # by BLAS, from the compiled step
+    "fused-blas-nesterov": (lambda: fn.SGD(0.05, momentum=0.9, nesterov=True), 32, False),
     "layered-adam": (lambda: fn.Adam(1e-3), 32, False),
     "keep-grads": (lambda: fn.SGD(0.05, momentum=0.9), 3, True),
 }

@@ -797,7 +797,7 @@ def _assert_unchanged(net, params, state):
     ("w", (4, 4), np.float32), ("b", (1, 4), np.float64)])
 def test_replaced_weights_of_another_shape_or_dtype_are_refused(backend, batch, momentum, keep_grads,
                                                                  name, shape, dtype):
-    """The kernels index w and b unchecked, so every path (fused, sgd-in-gemm,
+    """The kernels index w and b unchecked, so every path (fused, by tiles or BLAS,
     layered, predict) refuses parameters assigned by hand that do not fit the
     layer, before touching parameters or state."""
     net, x, y = _trained_5_4_3(backend, batch, momentum)
@@ -841,7 +841,7 @@ def test_weights_replaced_between_forward_and_backward_are_refused(backend, batc
                          [(3, 0.0, False), (32, 0.0, False), (32, 0.9, False), (3, 0.0, True)])
 @pytest.mark.parametrize("layout", ["fortran", "read-only"])
 def test_replaced_weights_must_be_c_contiguous_and_writeable(backend, batch, momentum, keep_grads, layout):
-    """Every training path (fused, sgd-in-gemm, layered) refuses weights the
+    """Every training path (fused, by tiles or BLAS, layered) refuses weights the
     kernels cannot update in place, before touching parameters or state."""
     net, x, y = _trained_5_4_3(backend, batch, momentum)
     w = np.asfortranarray(net.layers[1].w)

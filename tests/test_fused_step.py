@@ -1,9 +1,10 @@
-"""The fast training paths agree with the layered reference path: the fused
-small-batch step, and the SGD step inside BLAS's weight-gradient product
-(``"sgd-in-gemm"``) for larger batches.
+"""The fused training step agrees with the layered reference path, at every
+batch size: its products by the register tiles and compiled loops up to
+``FUSED_MAX_BATCH`` rows, and by BLAS called from the compiled step past it
+(``tuning.fused_by_blas``).
 
 Same data, same initial weights: one network on the numba backend (whose
-``train_step`` takes the fast paths) and one on the numpy reference
+``train_step`` takes the fused path) and one on the numpy reference
 (layered).  Tolerances: one float32 step differs by rounding of
 the same sums in other orders, |d| <= 1e-5 |ref| + 1e-6 max|ref| (as in the
 JIT agreement tests); over 200 steps those differences are carried along by
@@ -20,7 +21,7 @@ from fastnet.kernels import ACTIVATIONS
 pytest.importorskip("numba")
 from numba.core import config as numba_config  # noqa: E402
 
-from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH  # noqa: E402
+from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH, fused_by_blas  # noqa: E402
 
 STEP_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 LOSSES = {"softmax_xent": "identity", "bce_logits": "identity", "mse": "tanh"}
@@ -53,13 +54,9 @@ def _close(got, ref, tol):
 
 OPTIMIZERS = {"sgd": lambda: fn.SGD(0.05), "momentum": lambda: fn.SGD(0.05, momentum=0.9),
               "nesterov+decay": lambda: fn.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)}
-BATCHES = sorted({1, 2, 3, 7, 16, 64, FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1})
-
-
-def _expected_plan(batch, optimizer):
-    if batch <= FUSED_MAX_BATCH:
-        return "fused"
-    return "sgd-in-gemm" if optimizer == "sgd" else "layered"
+# both sides of the tiles' 4-row groups and of the switch to BLAS, and large batches
+BATCHES = sorted({1, 2, 3, 7, 16, 17, 31, 32, 33, 64, 255, 256, 257, 1000,
+                  FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1})
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -69,7 +66,7 @@ def _expected_plan(batch, optimizer):
 def test_one_step_agrees(activation, loss, optimizer, dtype):
     for batch in BATCHES:
         ref, jit = _pair(activation, loss, dtype, OPTIMIZERS[optimizer])
-        assert jit.plan(batch) == _expected_plan(batch, optimizer)
+        assert jit.plan(batch) == "fused"
         x, y = _data(loss, batch, dtype, seed=batch)
         tol = STEP_TOL[dtype]
         np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
@@ -78,15 +75,16 @@ def test_one_step_agrees(activation, loss, optimizer, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("optimizer", ["sgd", "momentum"])
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("loss", list(LOSSES))
 def test_two_hundred_steps_agree(loss, optimizer, dtype):
     ref, jit = _pair("tanh", loss, dtype, OPTIMIZERS[optimizer])
     rng = np.random.default_rng(7)
     x_all, y_all = _data(loss, 64, dtype, seed=7)
     tol = 200 * STEP_TOL[dtype]
-    for _ in range(200):
-        idx = rng.integers(0, 64, int(rng.integers(1, FUSED_MAX_BATCH + 1)))
+    for step in range(200):  # every 4th step past the tiles' limit: products by BLAS
+        top = 64 if step % 4 == 3 else FUSED_MAX_BATCH
+        idx = rng.integers(0, 64, int(rng.integers(1, top + 1)))
         loss_j, loss_r = jit.train_step(x_all[idx], y_all[idx]), ref.train_step(x_all[idx], y_all[idx])
         np.testing.assert_allclose(loss_j, loss_r, rtol=tol, atol=tol)
     for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
@@ -132,17 +130,19 @@ def test_wide_layers_agree(activation, optimizer, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_fifty_sgd_in_gemm_steps_agree(dtype):
-    """Batches past FUSED_MAX_BATCH, on layers wide enough for BLAS's kernels;
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_fifty_blas_steps_agree(optimizer, dtype):
+    """Batches past FUSED_MAX_BATCH (products by BLAS, the update folded into
+    the weight-gradient product), on layers wide enough for BLAS's kernels;
     fit's default batch size (32) among them."""
-    ref, jit = _wide_pair(("relu", "tanh"), OPTIMIZERS["sgd"], dtype)
+    ref, jit = _wide_pair(("relu", "tanh"), OPTIMIZERS[optimizer], dtype)
     rng = np.random.default_rng(11)
     x_all = rng.normal(size=(256, WIDE[0])).astype(dtype)
     y_all = rng.integers(0, WIDE[3], 256)
     tol = 50 * STEP_TOL[dtype]
     for step in range(50):
         batch = 32 if step % 5 == 0 else int(rng.integers(FUSED_MAX_BATCH + 1, 65))
-        assert jit.plan(batch) == "sgd-in-gemm"
+        assert jit.plan(batch) == "fused" and fused_by_blas(batch, 0)
         idx = rng.integers(0, 256, batch)
         np.testing.assert_allclose(jit.train_step(x_all[idx], y_all[idx]),
                                    ref.train_step(x_all[idx], y_all[idx]), rtol=tol, atol=tol)
@@ -151,18 +151,18 @@ def test_fifty_sgd_in_gemm_steps_agree(dtype):
         _close(got, want, tol)
 
 
-def test_sgd_in_gemm_only_for_plain_sgd_and_built_in_activations():
-    batch = FUSED_MAX_BATCH + 1
-    for make in (lambda: fn.SGD(0.1, momentum=0.5), lambda: fn.SGD(0.1, weight_decay=1e-4), fn.Adam):
-        assert _wide_pair(("relu", "relu"), make, np.float32)[1].plan(batch) == "layered"
-    assert _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
-    assert _wide_pair(("relu", fn.ReLU()), lambda: fn.SGD(0.1), np.float32)[1].plan(batch) == "sgd-in-gemm"
+def test_fused_path_at_every_batch_for_sgd_and_built_in_activations():
+    for batch in (1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1, 4096):
+        for make in (lambda: fn.SGD(0.1), lambda: fn.SGD(0.1, momentum=0.5),
+                     lambda: fn.SGD(0.1, momentum=0.5, nesterov=True, weight_decay=1e-4)):
+            assert _wide_pair(("relu", fn.ReLU()), make, np.float32)[1].plan(batch) == "fused"
+        assert _wide_pair(("relu", "relu"), fn.Adam, np.float32)[1].plan(batch) == "layered"
 
 
-def test_sgd_in_gemm_divergence_updates_nothing():
-    _, jit = _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1), np.float32)
-    batch = FUSED_MAX_BATCH + 1
-    assert jit.plan(batch) == "sgd-in-gemm"
+@pytest.mark.parametrize("batch", [FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1])
+def test_fused_divergence_updates_nothing(batch):
+    _, jit = _wide_pair(("relu", "relu"), lambda: fn.SGD(0.1, momentum=0.9), np.float32)
+    assert jit.plan(batch) == "fused"
     jit.layers[0].w[...] = 1e20  # finite weights and input whose forward overflows
     x = np.full((batch, WIDE[0]), 1e20, np.float32)
     before = [p.copy() for p in jit.parameters()]
@@ -231,19 +231,15 @@ def test_fused_step_sees_replaced_weights_and_activations():
         _close(got, want, 1e-12)
 
 
-def test_big_weights_take_the_fused_path_only_up_to_its_own_limit():
+def test_big_weights_switch_to_blas_products_earlier():
     from fastnet.kernels.numba.tuning import FUSED_BIG_WEIGHTS, FUSED_MAX_BATCH_BIG_WEIGHTS
 
     side = int(np.sqrt(FUSED_BIG_WEIGHTS // 4))  # a float32 layer of exactly the limit
-    for n_in, big in ((side, True), (side - 1, False)):
-        layers = [fn.DenseLayer("relu", n_in, neurons_num=side, rng=0),
-                  fn.DenseLayer("identity", neurons_num=3, rng=1)]
-        for opt, past in ((fn.SGD(0.1), "sgd-in-gemm"), (fn.SGD(0.1, momentum=0.9), "layered")):
-            net = fn.NeuralNetwork(layers, "softmax_xent", opt, backend="numba")
-            assert net.plan(FUSED_MAX_BATCH_BIG_WEIGHTS) == "fused"
-            assert net.plan(FUSED_MAX_BATCH_BIG_WEIGHTS + 1) == (past if big else "fused")
-            assert net.plan(FUSED_MAX_BATCH) == (past if big else "fused")
-            assert net.plan(FUSED_MAX_BATCH + 1) == past
+    for w_bytes, big in ((side * side * 4, True), ((side - 1) * side * 4, False)):
+        assert not fused_by_blas(FUSED_MAX_BATCH_BIG_WEIGHTS, w_bytes)
+        assert fused_by_blas(FUSED_MAX_BATCH_BIG_WEIGHTS + 1, w_bytes) == big
+        assert fused_by_blas(FUSED_MAX_BATCH, w_bytes) == big
+        assert fused_by_blas(FUSED_MAX_BATCH + 1, w_bytes)
     # and training across the switch agrees with the reference
     rng = np.random.default_rng(3)
     x = rng.normal(size=(FUSED_MAX_BATCH, side)).astype(np.float32)
@@ -350,7 +346,7 @@ def test_a_step_refuses_arrays_numba_would_type_apart():
 
 
 def test_empty_velocities_that_start_where_their_parameter_does():
-    """``w[:0]`` (the empty velocity ``dense_backward_sgd`` uses) shares w's address;
+    """``w[:0]`` (an empty velocity made from w) shares w's address;
     as Python (NUMBA_DISABLE_JIT) the plan once looked arrays up by address."""
     from fastnet.kernels import numba as jit
     from fastnet.kernels import numpy as ref

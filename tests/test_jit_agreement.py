@@ -120,46 +120,6 @@ def check_dense(x, w, b, dy, name, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("batch", [1, 17, 64])
-@pytest.mark.parametrize("with_blas", [True, False])
-@pytest.mark.parametrize("split", [False, True])
-def test_backward_with_sgd_step_agrees(dtype, batch, with_blas, split, no_direct_blas):
-    """dense_backward_sgd: the step inside BLAS's product (or, without a direct
-    BLAS, the composition) against the reference's gradients-then-sgd_step;
-    ``split``: the same as its two halves, dense_backward_dz then weight_sgd_step."""
-    from fastnet.kernels import _blas
-
-    if with_blas and _blas.available() is None:
-        pytest.skip("no direct BLAS in this process")
-    if not with_blas:
-        no_direct_blas()
-    rng = np.random.default_rng(batch)
-    x, w, b, dy = _dense_case(rng, batch, 37, 70, dtype)
-    kind, lr = ACTIVATIONS.index("tanh"), 0.1
-    a, y = np.empty_like(dy), np.empty_like(dy)
-    R.dense_forward(x, w, b, kind, 0.0, a, y)
-    for compute_dx in (False, True):
-        out = {}
-        for mod in (R, J):
-            wm = w.copy()
-            dz, dw, db = np.full_like(dy, np.nan), np.empty_like(w), np.full_like(b, np.nan)
-            dx = np.full_like(x, np.nan) if compute_dx else None
-            if split:
-                assert mod.dense_backward_dz(x, a, y, dy, kind, 0.0, dz, db, dx, wm) is dx
-                assert mod.weight_sgd_step(x, dz, dw, wm, lr) is wm
-            else:
-                assert mod.dense_backward_sgd(x, a, y, dy, kind, 0.0, dz, dw, db, dx, wm, lr) is dx
-            out[mod] = (wm, dz, db, dx)
-        (w_r, dz_r, db_r, dx_r), (w_j, dz_j, db_j, dx_j) = out[R], out[J]
-        assert_agree(dz_j, dz_r, dtype, what="dz")
-        abs_dz = np.abs(dz_r) + np.abs(dz_r).max()  # dz known to ATOL * max|dz|, as in check_dense
-        assert_agree(db_j, db_r, dtype, abs_dz.mean(axis=0, keepdims=True), "db")
-        if compute_dx:  # with the weights before the step
-            assert_agree(dx_j, dx_r, dtype, abs_dz @ np.abs(w).T, "dx")
-        assert_agree(w_j, w_r, dtype, np.abs(w) + lr * np.abs(x).T @ abs_dz / batch, "w")
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_check_and_one_hot_agrees(dtype):
     """Same verdicts (x's largest magnitude, or -1) and bitwise the same one-hot
     rows; a refusal leaves t as it was."""

@@ -206,13 +206,13 @@ def test_latency_cases_run_and_the_floor_counts_each_pass():
         sys.path.pop(0)
     assert latency.floor_seconds([1.0, 2.0, 4.0], [8.0, 16.0, 32.0]) == 1 + 2 + 4 + 2 + 4 + 8 + 16 + 32
     rng = np.random.default_rng(0)
-    for batch in (1, 64):  # the forced fused step at a batch its plan would not fuse too
+    for batch in (1, 64):  # the tiles forced at a batch whose plan would take BLAS's products
         x = rng.normal(size=(batch, latency.SIZES[0])).astype(np.float32)
         y = rng.integers(0, latency.SIZES[-1], batch)
         cases = latency.fastnet_cases(x, y)
         for call in cases.values():
             call()
         if "numba" in fn.available_backends():
-            assert "fused (forced)" in cases
+            assert "tiles (forced)" in cases
     reads, rws = latency.weight_passes()
     assert len(reads) == len(rws) == len(latency.SIZES) - 1 and min(reads + rws) > 0

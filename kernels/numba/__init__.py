@@ -14,15 +14,12 @@ call with a new signature (one per dtype: the callers cast or copy read-only and
 other differently-typed arrays first).
 """
 
-from . import cpu, tiles, tuning  # noqa: F401 (the package's other modules, as attributes)
+from . import blas, cpu, tiles, tuning  # noqa: F401 (the package's other modules, as attributes)
 from .activations import activation_derivative, activation_forward, activation_grad
 from .dense import (
                     dense_backward,
-                    dense_backward_dz,
-                    dense_backward_sgd,
                     dense_forward,
                     input_grad,
-                    weight_sgd_step,
 )
 from .fused import fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
@@ -45,8 +42,6 @@ __all__ = [
     "adam_update_bound",
     "check_and_one_hot",
     "dense_backward",
-    "dense_backward_dz",
-    "dense_backward_sgd",
     "dense_forward",
     "flush_subnormal",
     "fused_plan",
@@ -61,7 +56,6 @@ __all__ = [
     "sgd_step",
     "sgd_update_bound",
     "softmax",
-    "weight_sgd_step",
 ]
 
 WIDE_VECTORS = cpu.WIDE_VECTORS

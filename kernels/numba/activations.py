@@ -101,10 +101,16 @@ def _make_backward(kind):
                     g[j] = dyr[j]
             elif kind == RELU:
                 for j in range(ar.size):
-                    g[j] = dyr[j] if ar[j] > zero else zero
+                    # dy loaded before the test, not in a branch: LLVM then selects, vectorised
+                    # (a load under the branch it may not move, so it kept the branch: 9x
+                    # slower, 0.9 ms at 1024 x 256, a mispredicted branch per element half the
+                    # time; Emerald Rapids)
+                    d = dyr[j]
+                    g[j] = d if ar[j] > zero else zero
             elif kind == LEAKY_RELU:
                 for j in range(ar.size):
-                    g[j] = dyr[j] if ar[j] > zero else alpha * dyr[j]
+                    d = dyr[j]  # as for RELU: 4x faster than loading it in each branch
+                    g[j] = d if ar[j] > zero else alpha * d
             elif kind == SIGMOID:
                 for j in range(ar.size):
                     g[j] = dyr[j] * (yr[j] * (one - yr[j]))

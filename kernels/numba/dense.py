@@ -22,7 +22,6 @@ from fastnet.kernels._blas import gemm
 from . import cpu
 from .activations import FORWARD, backward_prologue, forward_epilogue
 from .cpu import by_code, jit, jit_dot, jit_fma, wide_vectors
-from .optimizers import sgd_step
 from .tiles import tile_fma
 from .tuning import (
     DW_LOOPS_MAX_BATCH,
@@ -35,8 +34,7 @@ from .tuning import (
     loops_up_to,
 )
 
-__all__ = ["dense_backward", "dense_backward_dz", "dense_backward_sgd", "dense_forward", "input_grad",
-           "weight_sgd_step"]
+__all__ = ["dense_backward", "dense_forward", "input_grad"]
 
 # A kernel called from another kernel with a Python int or bool constant is
 # compiled for that constant (numba types it as a Literal): once per distinct
@@ -74,37 +72,10 @@ def input_grad(dz, w, dx):
     return dx
 
 
-def dense_backward_sgd(x, a, y, dy, kind, alpha, dz, dw, db, dx, w, lr):
-    """Same contract as ``fastnet.kernels.numpy.dense_backward_sgd``; dw is left untouched.
-
-    BLAS applies the step inside the weight-gradient product, ``w = w - (lr /
-    B) x.T @ dz``, so no dw is written and read again (measured 1.02-1.24x
-    faster train steps than gradients-then-``sgd_step`` for the
-    784-256-256-10 MLP at B = 17-4096).  Without a direct BLAS (see ``_blas``)
-    this is that composition, with dw as the gradient's buffer.  (Weight decay
-    is left out on purpose: as BLAS's ``beta = 1 - lr wd`` it would be rounded
-    to a multiple of 2^-24 in float32, a decay off by 19 % at lr wd = 1e-7.)
-    """
-    dense_backward_dz(x, a, y, dy, kind, alpha, dz, db, dx, w)
-    weight_sgd_step(x, dz, dw, w, lr)
-    return dx
 
 
-def dense_backward_dz(x, a, y, dy, kind, alpha, dz, db, dx, w):
-    """Same contract as ``fastnet.kernels.numpy.dense_backward_dz``."""
-    backward_prologue(kind, alpha, a, y, dy, dz, db)
-    if dx is not None:
-        input_grad(dz, w, dx)
-    return dx
 
 
-def weight_sgd_step(x, dz, dw, w, lr):
-    """Same contract as ``fastnet.kernels.numpy.weight_sgd_step``: inside BLAS's
-    product (``dense_backward_sgd``), or that composition without a direct BLAS."""
-    if not gemm(-lr / x.shape[0], x.T, dz, 1.0, w):
-        weight_grad(x, dz, dw)
-        sgd_step(w, dw, w[:0], lr, 0.0, 0.0, False)
-    return w
 
 
 def weight_grad(x, dz, dw):

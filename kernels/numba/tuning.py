@@ -103,6 +103,16 @@ FUSED_MAX_BATCH = 20
 #: rows 0.98-1.06x; Zen 3, side by side).
 FUSED_MAX_BATCH_BIG_WEIGHTS = 8
 FUSED_BIG_WEIGHTS = 1 << 20
+
+
+def fused_by_blas(batch, w_bytes):
+    """Whether the fused step's products go to BLAS (else to the register tiles
+    and compiled loops) for a batch of this size, ``w_bytes`` the largest
+    layer's weights: above ``FUSED_MAX_BATCH`` rows, or above
+    ``FUSED_MAX_BATCH_BIG_WEIGHTS`` with weights of ``FUSED_BIG_WEIGHTS`` or more."""
+    return batch > (FUSED_MAX_BATCH_BIG_WEIGHTS if w_bytes >= FUSED_BIG_WEIGHTS else FUSED_MAX_BATCH)
+
+
 #: Plain SGD of at least this many rows updates w by register tiles, straight
 #: from x.T @ g (1.25-1.8x faster than the row loops at 784 x 256, B = 5-16,
 #: Zen 3, the fused step side by side in ``latency.py``; at B <= 4 the loops, one

@@ -21,11 +21,8 @@ Shapes: ``B`` is the batch size, ``n_in`` the number of inputs of a layer,
 from .activations import activation_derivative, activation_forward, activation_grad
 from .dense import (
                     dense_backward,
-                    dense_backward_dz,
-                    dense_backward_sgd,
                     dense_forward,
                     input_grad,
-                    weight_sgd_step,
 )
 from .fused import fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
@@ -48,8 +45,6 @@ __all__ = [
     "adam_update_bound",
     "check_and_one_hot",
     "dense_backward",
-    "dense_backward_dz",
-    "dense_backward_sgd",
     "dense_forward",
     "flush_subnormal",
     "fused_plan",
@@ -64,5 +59,4 @@ __all__ = [
     "sgd_step",
     "sgd_update_bound",
     "softmax",
-    "weight_sgd_step",
 ]

@@ -37,7 +37,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
                      tuple(float(a) for a in alphas), tuple(as_), tuple(ys), tuple(gs), None)
 
 
-def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds):
+def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds, x_max=-1.0):
     """One SGD training step of a stack of dense layers; returns the batch loss.
 
     Forward through every layer, the loss and its gradient, then, from the
@@ -46,7 +46,9 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
     of w and b (``sgd_step``'s rule).  x : (B, n_0) input; t : (B, C) targets;
     plan : from ``fused_plan``, for this B.  bounds : (layers, 2) float64,
     bounds on each layer's parameters' and velocities' magnitudes (see
-    ``sgd_update_bound``), updated when the step is applied.
+    ``sgd_update_bound``), updated when the step is applied.  x_max : a bound
+    on x's magnitudes the caller knows (its check of x found it), or a
+    negative number: x is scanned for it then.
 
     Nothing is updated when the loss is not finite (it is returned), nor when
     the update of a layer l is not safe (``sgd_update_bound``): then
@@ -69,7 +71,8 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
     big, limit = safe_limits(x.dtype)
     after = np.empty_like(bounds)
     for i in range(n_layers - 1, -1, -1):
-        g_max = max_abs(gs[i]) * max(max_abs(x if i == 0 else ys[i - 1]), 1.0)
+        in_max = x_max if i == 0 and x_max >= 0 else max_abs(x if i == 0 else ys[i - 1])
+        g_max = max_abs(gs[i]) * max(in_max, 1.0)
         safe, after[i, 0], after[i, 1] = sgd_update_bound(
             g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
             big, limit)
