@@ -76,16 +76,17 @@ def fit_and_score(cls, params, seed, data):
     return seconds, est.score(X_te, y_te), est.n_iter_
 
 
-def run_block(lib, names, repeats, quick):
+def run_block(lib, names, repeats, quick, module=fn):
+    """Fit and score every data set of ``names`` with ``lib`` ("sklearn", or a
+    fastnet: this tree's, or ``module``, a baseline's)."""
     from sklearn import neural_network as sk
 
     out = {}
     for name in names:
         loader, kind, params = CASES[name]
         params = dict(params, max_iter=2 if quick else params["max_iter"])
-        cls = {("fastnet", "classifier"): fn.MLPClassifier, ("fastnet", "regressor"): fn.MLPRegressor,
-               ("sklearn", "classifier"): sk.MLPClassifier, ("sklearn", "regressor"): sk.MLPRegressor}[
-            (lib, kind)]
+        source = sk if lib == "sklearn" else module
+        cls = source.MLPClassifier if kind == "classifier" else source.MLPRegressor
         data = prepared(loader, kind)
         fit_and_score(cls, dict(params, max_iter=1), 0, data)  # warm-up: JIT compile, caches
         runs = [fit_and_score(cls, params, seed, data) for seed in range(repeats)]
@@ -103,6 +104,8 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3, help="fits per configuration (default 3)")
     ap.add_argument("--quick", action="store_true", help="one repeat of 2 epochs: a smoke test")
     ap.add_argument("--out", help="write the results and the environment as JSON")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time fastnet as of this commit, in a block of its own (baseline.py)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.datasets.split(",") if n.strip()]
     unknown = [n for n in names if n not in CASES]
@@ -120,10 +123,15 @@ def main(argv=None):
     results = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # every fit runs max_iter epochs on purpose
-        for i, lib in enumerate(("fastnet", "sklearn")):
+        libs = {"fastnet": fn, "sklearn": None}
+        if args.baseline:
+            from baseline import load_baseline
+
+            libs[f"fastnet@{args.baseline}"] = load_baseline(args.baseline)
+        for i, (lib, module) in enumerate(libs.items()):
             if i:
                 time.sleep(2.0)  # let the other library's threads go idle
-            results[lib] = run_block(lib, names, repeats, args.quick)
+            results[lib] = run_block(lib, names, repeats, args.quick, module)
     print()
     print(f"{'data set':20s} {'epochs':>6s} {'fastnet s':>10s} {'sklearn s':>10s} {'speed-up':>9s} "
           f"{'fastnet':>8s} {'sklearn':>8s} {'diff':>7s}")
@@ -135,10 +143,15 @@ def main(argv=None):
                "sklearn_seconds": b["seconds"], "speedup": b["seconds"] / a["seconds"], "metric": metric,
                "fastnet_score": a["score"], "sklearn_score": b["score"],
                "points": 100 * (a["score"] - b["score"])}
+        line = (f"{name:20s} {a['epochs']:6d} {a['seconds']:10.3f} {b['seconds']:10.3f} "
+                f"{row['speedup']:8.2f}x {a['score']:8.4f} {b['score']:8.4f} {row['points']:+6.2f}"
+                f" ({metric}, points)")
+        if args.baseline:
+            base = results[f"fastnet@{args.baseline}"][name]
+            row["baseline_seconds"], row["baseline_speedup"] = base["seconds"], b["seconds"] / base["seconds"]
+            line += f"; fastnet@{args.baseline} {base['seconds']:.3f} s, {row['baseline_speedup']:.2f}x"
         rows.append(row)
-        print(f"{name:20s} {a['epochs']:6d} {a['seconds']:10.3f} {b['seconds']:10.3f} "
-              f"{row['speedup']:8.2f}x {a['score']:8.4f} {b['score']:8.4f} {row['points']:+6.2f}"
-              f" ({metric}, points)")
+        print(line)
     if args.out:
         with open(args.out, "w") as f:
             json.dump({"environment": env, "repeats": repeats, "quick": args.quick, "rows": rows,

@@ -91,8 +91,12 @@ _cblas32, _cblas64 = _cblas_call(32), _cblas_call(64)
 
 
 def _matmul_python(fn, wide, alpha, a, trans_a, b, trans_b, beta, c):
-    """``matmul`` under NUMBA_DISABLE_JIT: NumPy's products (``fn`` not used)."""
-    product = (a.T if trans_a else a) @ (b.T if trans_b else b)
+    """``matmul`` under NUMBA_DISABLE_JIT: the same BLAS through ctypes (``_blas``;
+    ``fn`` not used), or NumPy's products where that cannot run."""
+    a, b = (a.T if trans_a else a), (b.T if trans_b else b)
+    if _blas.gemm(float(alpha), a, b, float(beta), c):
+        return
+    product = a @ b
     if beta == 0:
         c[...] = alpha * product
     else:
