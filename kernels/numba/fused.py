@@ -18,8 +18,9 @@ activation after ``x @ w``, activation gradient and bias gradient before the
 weight-gradient product, and the update folded into that product where it
 can be (``compiled_step``).  Against the layered path it replaced (each
 layer's products and passes called from Python), 784-256-256-10 MLP, plain
-SGD, Emerald Rapids, side by side: 1.31x faster at B = 24, 1.23x at 64, 1.08x
-at 256, 1.01x at 1024 (``benchmarks/jit_vs_numpy.py --baseline``).
+SGD, Emerald Rapids, side by side: 1.26x faster at B = 32, 1.23x at 64, 1.09x
+at 256, 1.05x at 1024 (``benchmarks/jit_vs_numpy.py --baseline``, the run in the
+README's table).
 """
 
 import math
