@@ -91,6 +91,15 @@ def available():
     return None if lib is None else lib.path
 
 
+def function(dtype):
+    """``(the ctypes function cblas_?gemm for dtype, whether its integers are 64
+    bits)``, or None where ``gemm`` has no BLAS to call (compiled code calls it
+    by address: ``fastnet.kernels.numba.blas``)."""
+    lib = _library()
+    f = None if lib is None else lib.functions.get(np.dtype(dtype))
+    return None if f is None else (f, lib.max_int > 2**31)
+
+
 def _operand(m):
     """(transpose flag, leading dimension) of a 2-D operand BLAS can read in place, or None."""
     item = m.itemsize

@@ -43,11 +43,8 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 def address(dtype):
     """(address of ``cblas_?gemm`` for ``dtype``, whether its integers are 64 bits),
     or None when NumPy's BLAS cannot be called directly (``_blas.available``)."""
-    lib = _blas._library()
-    if lib is None:
-        return None
-    f = lib.functions.get(np.dtype(dtype))
-    return None if f is None else (ctypes.cast(f, ctypes.c_void_p).value, lib.max_int > 2**31)
+    found = _blas.function(dtype)
+    return None if found is None else (ctypes.cast(found[0], ctypes.c_void_p).value, found[1])
 
 
 def _cblas_call(bits):
@@ -61,7 +58,7 @@ def _cblas_call(bits):
         def codegen(context, builder, sig, args):
             fn_, ta_, tb_, m_, n_, k_, alpha_, a_, b_, beta_, c_ = args
             ll_real = context.get_value_type(real)
-            int_t, i32, ptr = ir.IntType(bits), ir.IntType(32), context.get_value_type(real).as_pointer()
+            int_t, i32, ptr = ir.IntType(bits), ir.IntType(32), ll_real.as_pointer()
             fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, int_t, int_t, int_t, ll_real, ptr, int_t,
                                                    ptr, int_t, ll_real, ptr, int_t])
             fptr = builder.inttoptr(fn_, fnty.as_pointer())
