@@ -27,12 +27,14 @@ adam_update_bound = jit(_ref.adam_update_bound)
 @jit
 def _max_bits(bits, mask):
     """The largest of ``bits & mask``: an integer reduction, which LLVM
-    vectorises (a float max is not, for NaN's sake, without fastmath)."""
-    m = bits.dtype.type(0)
+    vectorises (a float max is not, for NaN's sake, without fastmath).  Each
+    masked value is cast back to the bits' type: numba widens ``uint32 &
+    uint32`` to 64 bits, which halved the lanes (float32: 8.3 us for 256 x 256
+    elements against 3.4 us with the cast, Emerald Rapids)."""
+    T = bits.dtype.type
+    m = T(0)
     for i in range(bits.size):
-        v = bits[i] & mask
-        if v > m:
-            m = v
+        m = max(m, T(bits[i] & mask))
     return m
 
 
