@@ -27,9 +27,27 @@ def _git(*args):
     return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, check=True).stdout
 
 
-def load_baseline(rev):
-    """Import ``fastnet`` as of commit ``rev`` (a name git understands) as ``fastnet_<sha>``."""
-    sha = _git("rev-parse", "--short=10", rev).decode().strip()
+def patched(rev, patch):
+    """A commit (its sha) of ``rev`` with ``patch`` (a ``git diff`` file) applied,
+    made in a scratch index: no branch, working tree or index of the checkout
+    is touched.  The same rev and patch give the same commit's tree."""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": os.path.join(tmp, "index")}
+
+        def git(*args):
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, check=True,
+                                  env=env).stdout.decode().strip()
+
+        git("read-tree", rev)
+        git("apply", "--cached", str(Path(patch).resolve()))
+        tree = git("write-tree")
+        return git("commit-tree", tree, "-p", git("rev-parse", rev), "-m", f"{rev} with {Path(patch).name}")
+
+
+def load_baseline(rev, patch=None):
+    """Import ``fastnet`` as of commit ``rev`` (a name git understands), with
+    ``patch`` applied when given (``patched``), as ``fastnet_<sha>``."""
+    sha = _git("rev-parse", "--short=10", patched(rev, patch) if patch else rev).decode().strip()
     name = f"fastnet_{sha}"
     root = Path(tempfile.gettempdir()) / "fastnet-baselines" / sha
     if not (root / name / "__init__.py").exists():
@@ -45,7 +63,7 @@ def load_baseline(rev):
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     module = importlib.import_module(name)
-    module.baseline_rev = f"{rev} ({sha})"
+    module.baseline_rev = f"{rev}{' with ' + Path(patch).name if patch else ''} ({sha})"
     return module
 
 

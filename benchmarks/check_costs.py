@@ -1,13 +1,18 @@
-"""What the reliability checks cost: train_step against another commit, and predict with and without the lock.
+"""What the reliability checks cost: train_step with and without them, and predict with and without the lock.
 
-    python benchmarks/check_costs.py --baseline REV [--only "B=256"]
+    python benchmarks/check_costs.py [--baseline REV] [--no-patch] [--only "B=256"]
 
 * ``train_step``: the 784-256-256-10 ReLU MLP, float32, numba, SGD with
-  momentum at B = 1, 16 and 256 (fused, fused, layered), plain SGD at B = 256
-  (sgd-in-gemm) and Adam at B = 256 (layered), this checkout against REV (a
-  commit loaded beside it by ``baseline.py``), one call of each in turn;
-  ``base/new`` is the ratio of the medians (below 1: the checkout is slower),
-  with the ratio of each half of the run to show its spread.
+  momentum at B = 1, 16 and 256, plain SGD at B = 256 (all fused) and Adam at
+  B = 256 (layered), this checkout against the baseline, one call of each in
+  turn.  The baseline is REV (default HEAD) with ``no_checks.patch`` applied
+  (``baseline.patched``): the same code without the state's re-check before
+  each step and without the update bounds (the scans of each layer's input and
+  gradient, and the test on them), so the ratio is what the checks cost.
+  ``--no-patch`` compares with REV as it is.  ``base/new`` is the ratio of the
+  medians (below 1: the checkout is slower), with the ratio of each half of
+  the run to show its spread.  The patch is against the files as they are
+  now; ``git apply`` says so when they have moved on.
 * ``predict`` at B = 1 and 1000, with the network's lock and without it (the
   method's unwrapped function), in turn.
 
@@ -15,6 +20,7 @@ Timing: medians after warm-up, one process, one timing job at a time.
 """
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -84,14 +90,18 @@ def lock_cost(only):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--baseline", required=True, help="the commit to compare train_step with")
+    parser.add_argument("--baseline", default="HEAD", help="the commit to compare train_step with")
+    parser.add_argument("--no-patch", action="store_true", help="the baseline without no_checks.patch")
     parser.add_argument("--only", default="", help="only the cases whose label holds this text")
     args = parser.parse_args()
 
     print(environment(), flush=True)
     from baseline import load_baseline  # here: asv imports every module of benchmarks/, from elsewhere
 
-    train_steps(load_baseline(args.baseline), args.only)
+    patch = None if args.no_patch else os.path.join(os.path.dirname(os.path.abspath(__file__)), "no_checks.patch")
+    base = load_baseline(args.baseline, patch)
+    print(f"baseline: {base.baseline_rev}", flush=True)
+    train_steps(base, args.only)
     lock_cost(args.only)
 
 
