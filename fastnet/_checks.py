@@ -6,10 +6,10 @@ network's own attributes); its methods are described there, under "Notes".
 """
 
 import math
-import operator
 
 import numpy as np
 
+from fastnet._changes import COUNT
 from fastnet._validation import positive_int
 from fastnet.activations import Identity
 from fastnet.layers import DenseLayer
@@ -20,41 +20,19 @@ class StateChecks:
     """The checks of ``NeuralNetwork``: the execution plan's state (``_checked``)
     and the update bounds (``_check_updates``)."""
 
-    def _state_key(self):
-        """Everything the checked state is made of, as a list compared by identity
-        (and held, so that no object in it is freed and its id reused).  None
-        when the layers are not even a list: the check then says what is wrong."""
-        layers, opt = self.layers, self._optimizer
-        if type(layers) is not list:
-            return None
-        st = opt.state
-        key = [self._loss, opt, opt.__dict__.get("_version"), st, self._backend, len(layers)]
-        if type(st) is list:
-            key += st
-        elif type(st) is dict:
-            m, v = st.get("m"), st.get("v")
-            key += (m, v)
-            if type(m) is list and type(v) is list:
-                key += m
-                key += v
-        for la in layers:
-            key += (la, getattr(la, "w", None), getattr(la, "b", None), getattr(la, "_activation", None),
-                    getattr(la, "neurons_num", None), getattr(la, "n_inputs", None),
-                    getattr(la, "dtype", None))
-        return key
-
     def _checked(self):
         """Check the whole state (``_check_state``) when anything it is made of
-        was replaced since the last check that passed; cheap otherwise."""
-        key = self._state_key()
-        last = self._checked_key
-        if (key is None or last is None or len(key) != len(last)
-                or not all(map(operator.is_, key, last))):
-            self._checked_key = None
-            self._plans = {}  # made again for the state as it is now
-            self._check_state()
-            self._exact_bounds()
-            self._checked_key = self._state_key()  # prepare may have replaced the optimizer's state
+        was assigned or changed in place anywhere since the last check that
+        passed (``fastnet._changes``); one comparison otherwise.  The count is
+        read before the check, so a change made during it is looked at next time."""
+        count = COUNT.n
+        if count == self._checked_at:
+            return
+        self._checked_at = None
+        self._plans = {}  # made again for the state as it is now
+        self._check_state()
+        self._exact_bounds()
+        self._checked_at = count
 
     def _check_state(self, optimizer=True):
         """The construction rules and every array the kernels index, checked
@@ -64,7 +42,7 @@ class StateChecks:
         hyperparameters the dtype can hold) and its state (made at the first
         step).  Raises before anything is changed."""
         layers = self.layers
-        if type(layers) is not list or not layers:
+        if not isinstance(layers, list) or not layers:
             raise TypeError(f"network.layers must be a non-empty list of DenseLayers, got {layers!r:.80}")
         dtype = None
         for i, la in enumerate(layers):

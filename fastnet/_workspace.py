@@ -16,6 +16,8 @@ are used as they are.
 
 import numpy as np
 
+from fastnet._changes import WatchedDict, WatchedList
+
 ALIGN = 64  # bytes: one cache line
 
 
@@ -64,9 +66,9 @@ def realigned(value, memo=None):
             keep = not value.flags.c_contiguous or value.ctypes.data % ALIGN == 0
             memo[id(value)] = (value, value if keep else aligned_copy(value))
         return memo[id(value)][1]  # the original is held in memo, so its id is not reused
-    if type(value) is dict:
-        return {k: realigned(v, memo) for k, v in value.items()}
-    if type(value) in (list, tuple):
+    if type(value) in (dict, WatchedDict):
+        return type(value)({k: realigned(v, memo) for k, v in value.items()})
+    if type(value) in (list, tuple, WatchedList):
         return type(value)(realigned(v, memo) for v in value)
     return value
 

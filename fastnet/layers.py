@@ -4,6 +4,7 @@ import numbers
 
 import numpy as np
 
+from fastnet._changes import Watched, changed
 from fastnet._validation import as_float_batch, describe, positive_int, random_generator
 from fastnet._workspace import aligned_copy, aligned_empty, rows
 from fastnet.activations import get_activation, kernel_code
@@ -76,6 +77,8 @@ class DenseLayer(HoldsKernels):
     """
 
     _CACHES = ("_x", "_a", "_y", "_dz", "_dw", "_db", "_dx")  # not copied (HoldsKernels)
+    # what a network's plan is made from: an assignment counts as a change (``_changes``)
+    w, b, neurons_num, n_inputs, dtype = Watched(), Watched(), Watched(), Watched(), Watched()
 
     def __init__(
         self,
@@ -110,6 +113,7 @@ class DenseLayer(HoldsKernels):
     @activation.setter
     def activation(self, spec):
         self._activation = get_activation(spec)
+        changed()
 
     x = property(lambda self: self._x, doc="The last forward pass's input (held by reference).")
     a = property(lambda self: self._a, doc="The last forward pass's pre-activation (a workspace).")
@@ -128,6 +132,7 @@ class DenseLayer(HoldsKernels):
     def backend(self, name):
         self._backend = resolve_backend(name)
         self._k = kernels_for(self._backend)
+        changed()
 
     @property
     def built(self):

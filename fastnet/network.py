@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 
+from fastnet._changes import Watched, changed
 from fastnet._checks import StateChecks, _check_logits, _check_optimizer_type, _refuse_update, _twice
 from fastnet._validation import as_float_batch, flag, kernel_ready, positive_int, random_generator
 from fastnet._workspace import aligned_empty, rows
@@ -105,7 +106,8 @@ class NeuralNetwork(StateChecks, HoldsKernels):
     """
 
     # not copied (HoldsKernels), nor are the workspaces
-    _CACHES = ("_gd_acc", "_checked_key", "_plans", "_bounds", "_m_bounds")
+    _CACHES = ("_gd_acc", "_checked_at", "_plans", "_bounds", "_m_bounds")
+    layers = Watched()  # kept as a watched list: a change in it counts (``_changes``)
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
         # Everything is checked before any layer is built, so a refused network
@@ -151,7 +153,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
         self._gd_acc = None
-        self._checked_key = None  # what _checked last found right (see there)
+        self._checked_at = None  # the count of changes _checked last found right at (see there)
         self._plans = {}  # batch size -> how a step runs (_execution_plan)
         self._lock = threading.RLock()
 
@@ -175,6 +177,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
     @loss.setter
     def loss(self, spec):
         self._loss = get_loss(spec)
+        changed()
 
     @property
     def optimizer(self):
@@ -189,6 +192,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         if optimizer is not self._optimizer:
             self._optimizer._release(self)
         self._optimizer = optimizer
+        changed()
 
     @property
     def backend(self):
@@ -202,6 +206,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             layer.backend = concrete
         self._backend = concrete
         self._k = kernels_for(concrete)
+        changed()
 
     @property
     def dtype(self):

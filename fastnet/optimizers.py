@@ -12,6 +12,7 @@ import weakref
 
 import numpy as np
 
+from fastnet._changes import Watched, changed
 from fastnet._validation import describe, flag, real_number
 from fastnet._workspace import aligned_zeros, realigned
 
@@ -30,7 +31,7 @@ class _Hyper:
 
     def __set__(self, obj, value):
         setattr(obj, self.attr, real_number(value, self.label, **self.bounds))
-        obj._version = getattr(obj, "_version", 0) + 1  # the networks' plans look at it
+        changed()  # the networks' checks look at it (``_changes``)
 
 
 class _Flag(_Hyper):
@@ -38,7 +39,7 @@ class _Flag(_Hyper):
 
     def __set__(self, obj, value):
         setattr(obj, self.attr, flag(value, self.label))
-        obj._version = getattr(obj, "_version", 0) + 1
+        changed()
 
 
 class Optimizer:
@@ -46,6 +47,7 @@ class Optimizer:
 
     name = None
     lr = _Hyper("learning rate (lr)", low=0.0)
+    state = Watched()  # kept as a watched list or dict: a change in it counts (``_changes``)
 
     def __init__(self, lr):
         self.lr = lr
@@ -270,7 +272,8 @@ class Adam(Optimizer):
         return t + 1
 
     def _step(self, kernels, params, grads):
-        t = self.state["t"] = self._next_t()
+        t = self._next_t()
+        dict.__setitem__(self.state, "t", t)  # not a change to what the networks check (``_changes``)
         for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"], strict=True):
             kernels.adam_step(p, g, m, v, self.lr, self.beta1, self.beta2, self.eps,
                               self.weight_decay, t)
