@@ -74,6 +74,10 @@ def _float64_layer(net):
     net.layers[1] = fn.DenseLayer("relu", SIZES[1], neurons_num=SIZES[2], rng=1, dtype=np.float64)
 
 
+def _set_moments(net):
+    net.optimizer.state["m"] = [np.zeros((1, 1), np.float32)] * 6
+
+
 _SPARE = fn.DenseLayer("identity", SIZES[-1], neurons_num=SIZES[-1], rng=2)
 
 
@@ -117,8 +121,7 @@ CASES = {
                           r"lr=1e\+39 is beyond the range of float32"),
     "adam-step-count": (lambda n: n.optimizer.state.__setitem__("t", "x"), ValueError,
                         r"optimizer.state\['t'\] must be"),
-    "adam-moments-replaced": (lambda n: n.optimizer.state.__setitem__("m", [np.zeros((1, 1), np.float32)] * 6),
-                              ValueError, r"optimizer.state\['m'\]\[0\] must be"),
+    "adam-moments-replaced": (_set_moments, ValueError, r"optimizer.state\['m'\]\[0\] must be"),
     # a layer that fits the last one (made before any network: making it is a change of its own, see
     # fastnet._changes): the optimizer's state no longer does
     "layer-appended": (lambda n: n.layers.append(_SPARE), ValueError,
