@@ -17,7 +17,7 @@ from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backe
 from fastnet.callbacks import call_hook, check_callbacks, epoch_line, held_out
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
-from fastnet.optimizers import SGD
+from fastnet.optimizers import SGD, Adam
 
 MODES = ("sgd", "gd")
 _PREDICT_CHUNK = 1024
@@ -341,8 +341,8 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         """The path a training step takes for a batch of this size.
 
         * ``"fused"``: one compiled call for the whole step, at any batch
-          size.  The numba backend, an ``SGD`` optimizer (any momentum,
-          Nesterov, weight decay) and built-in activations.  Up to
+          size.  The numba backend, an ``SGD`` (any momentum, Nesterov,
+          weight decay) or ``Adam`` optimizer, and built-in activations.  Up to
           ``FUSED_MAX_BATCH`` rows (20; 8 when a layer's weights take 1 MiB or
           more; ``fastnet.kernels.numba.tuning``, with their measurements) the
           products are the compiled register tiles and loops; past that BLAS's,
@@ -356,7 +356,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         the ranks' gradients must be added before any step.
         """
         opt = self.optimizer
-        if (comm is not None or self.backend != "numba" or type(opt) is not SGD
+        if (comm is not None or self.backend != "numba" or type(opt) not in (SGD, Adam)
                 or any(kernel_code(la.activation) is None for la in self.layers)):
             return "layered"
         w_bytes = max(la.n_inputs * la.neurons_num for la in self.layers) * self.dtype.itemsize
@@ -384,15 +384,27 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
             layer._dw = layer._db = layer._dx = None  # not materialised on this path
             inp = y
-        args = (x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
-                bool(opt.nesterov and opt.momentum != 0))
-        loss = float(self._k.fused_sgd_step(*args, self._bounds, -1.0 if x_max is None else x_max))
+        if type(opt) is Adam:
+            step = opt._next_t()
+
+            def run(x_max):
+                return self._k.fused_adam_step(x, t, plan, self.loss.code, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                                               opt.weight_decay, step, self._bounds, self._m_bounds, x_max)
+        else:
+            step = None
+
+            def run(x_max):
+                return self._k.fused_sgd_step(x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
+                                              bool(opt.nesterov and opt.momentum != 0), self._bounds, x_max)
+        loss = float(run(-1.0 if x_max is None else x_max))
         if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
             self._exact_bounds()
-            loss = float(self._k.fused_sgd_step(*args, self._bounds))  # x scanned: its own bound
+            loss = float(run(-1.0))  # x scanned: its own bound
             if loss < 0:
                 _refuse_update(where, int(-loss) - 1, None, self.dtype)
         _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
+        if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
+            dict.__setitem__(opt.state, "t", step)
         return loss
 
     def _execution_plan(self, batch):
@@ -413,11 +425,13 @@ class NeuralNetwork(StateChecks, HoldsKernels):
                 la._buffers(batch)
             buffers = [(la._a, la._y, la._dz) for la in layers]
             state = self.optimizer.state
+            v, m = (state["v"], state["m"]) if isinstance(state, dict) else (state, ())
             scratch = next((e[1].scratch for e in self._plans.values() if e[1] is not None), None)
             plan = self._k.fused_plan(  # another plan's scratch is reused when large enough
-                [la.w for la in layers], [la.b for la in layers], state[0::2], state[1::2],
+                [la.w for la in layers], [la.b for la in layers], v[0::2], v[1::2],
                 [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
-                [a for a, _, _ in buffers], [y for _, y, _ in buffers], [dz for _, _, dz in buffers], scratch)
+                [a for a, _, _ in buffers], [y for _, y, _ in buffers], [dz for _, _, dz in buffers], scratch,
+                m[0::2], m[1::2])
         entry = self._plans[batch] = (path, plan, buffers)
         return entry
 

@@ -25,8 +25,10 @@ PATHS = {
     "fused": (lambda: fn.SGD(0.05, momentum=0.9), 3, False),  # products by the register tiles
     "fused-blas": (lambda: fn.SGD(0.05), 32, False),  # by BLAS, from the compiled step
     "fused-blas-nesterov": (lambda: fn.SGD(0.05, momentum=0.9, nesterov=True), 32, False),
-    "layered-adam": (lambda: fn.Adam(1e-3), 32, False),
+    "fused-adam": (lambda: fn.Adam(1e-3), 3, False),
+    "fused-blas-adam": (lambda: fn.Adam(1e-3), 32, False),
     "keep-grads": (lambda: fn.SGD(0.05, momentum=0.9), 3, True),
+    "keep-grads-adam": (lambda: fn.Adam(1e-3), 3, True),
 }
 
 
@@ -127,7 +129,8 @@ CASES = {
     "layer-appended": (lambda n: n.layers.append(_SPARE), ValueError,
                        r"this optimizer's state belongs to parameters of shapes"),
 }
-ONLY = {"adam-step-count": ("layered-adam",), "adam-moments-replaced": ("layered-adam",)}
+ONLY = {"adam-step-count": ("fused-adam", "fused-blas-adam", "keep-grads-adam"),
+        "adam-moments-replaced": ("fused-adam", "fused-blas-adam", "keep-grads-adam")}
 
 
 def run(backend):

@@ -61,7 +61,8 @@ def test_the_paths_are_those_named():
     found, _ = _outcomes("numba")
     taken = {path: row["taken"] for (_, path), row in found.items() if "taken" in row}
     assert taken == {"fused": "fused", "fused-blas": "fused", "fused-blas-nesterov": "fused",
-                     "layered-adam": "layered", "keep-grads": "layered"}
+                     "fused-adam": "fused", "fused-blas-adam": "fused", "keep-grads": "layered",
+                     "keep-grads-adam": "layered"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -21,7 +21,7 @@ from .dense import (
                     dense_forward,
                     input_grad,
 )
-from .fused import fused_plan, fused_sgd_step
+from .fused import fused_adam_step, fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
 from .optimizers import (
                     adam_step,
@@ -44,6 +44,7 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "flush_subnormal",
+    "fused_adam_step",
     "fused_plan",
     "fused_sgd_step",
     "input_grad",

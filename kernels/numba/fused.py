@@ -45,10 +45,19 @@ from .dense import (
     update_tiled_unaliased,
 )
 from .losses import LOSS_AND_GRAD
-from .optimizers import max_abs, momentum_rule, safe_limits, sgd_step, sgd_update_bound, tiny
+from .optimizers import (
+    adam_step,
+    adam_update_bound,
+    max_abs,
+    momentum_rule,
+    safe_limits,
+    sgd_step,
+    sgd_update_bound,
+    tiny,
+)
 from .tuning import UPDATE_TILES_MIN_BATCH, fused_by_blas
 
-__all__ = ["fused_plan", "fused_sgd_step"]
+__all__ = ["fused_adam_step", "fused_plan", "fused_sgd_step"]
 
 
 # -- the updates, without materialising dw -------------------------------------------------------
@@ -253,22 +262,26 @@ LEAVES = Leaves(
     (sgd_step, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt), types.float64, types.float64, types.float64,
                                  types.boolean)),
     (momentum_apply, lambda dt: types.none(_m(dt), _m(dt), dt, dt)),
+    # Adam's update of a parameter from its gradient, formed whole in ``work``
+    (adam_step, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt), _m(dt), types.float64, types.float64, types.float64,
+                                  types.float64, types.float64, types.int64)),
 )
 (FWD_TILES, FWD_ROWS, ACT, LOSS, ACT_GRAD, DX,
- UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN, BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY) = \
+ UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN, BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY, ADAM) = \
     range(len(LEAVES.entries))
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
-# velocities, and the workspaces a, y and g (dz); the layer's inputs, outputs,
-# activation code, whether its rows alias (``dense.rows_alias``, 1 or 0), and
-# where its bias gradient starts in ``work`` (products by BLAS only).
-W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED, DB = range(12)
+# velocities (Adam: second moments), and the workspaces a, y and g (dz); the
+# layer's inputs, outputs, activation code, whether its rows alias
+# (``dense.rows_alias``, 1 or 0), where its bias gradient starts in ``work``
+# (products by BLAS, and Adam), and the addresses of Adam's first moments of w and b.
+W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED, DB, MW, MB = range(14)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
 
 
 @jit
 def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay,
-                  nesterov, bounds, after, big, limit, gemm, wide, work, x_max):
+                  nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2, eps, step, m_bounds):
     """The step of ``fused_sgd_step``, on a plan's table of addresses (``fns``:
     ``LEAVES.table(dtype)``; ``codes``: the batch size's ``forward_rows_code``,
     ``input_grad_code`` and ``rows_code``; ``update``: which update kernel).  The
@@ -282,13 +295,18 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
     ``work``) and the update folded into the weight-gradient product where it
     can be: ``alpha = -lr / B``, ``beta = 1`` into w for plain SGD without weight
     decay, ``beta = mu`` into the velocity for momentum without Nesterov; the
-    others form dw whole (in ``work``), then update from it."""
+    others form dw whole (in ``work``), then update from it.
+
+    ``update == ADAM``: Adam (``momentum`` is its beta1; ``beta2``, ``eps``,
+    ``step`` the rest of ``adam_step``'s arguments; ``m_bounds`` as in
+    ``fastnet.kernels.numpy.fused_adam_step``), dw and db formed whole in
+    ``work``, by BLAS or by the tiles' plain update of zeros with a step of -1."""
     T = x.dtype.type
     lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
     one, zero, inv = T(1), T(0), T(1) / T(x.shape[0])
     n_layers, batch = table.shape[0], x.shape[0]
     n4 = batch // 4 * 4
-    by_blas = gemm != 0
+    by_blas, adam = gemm != 0, update == ADAM
     y = x
     for i in range(n_layers):
         n_in, n_out = table[i, N_IN], table[i, N_OUT]
@@ -310,8 +328,8 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
         n_in, n_out = table[i, N_IN], table[i, N_OUT]
         w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
-        db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out)) if by_blas else b
-        _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, db, by_blas))
+        db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out)) if by_blas or adam else b
+        _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, db, by_blas or adam))
         if i > 0:
             g_in = array_at(table[i - 1, G], batch, n_in, x)
             if by_blas:
@@ -324,9 +342,15 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
         x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
         in_max = x_max if i == 0 and x_max >= 0 else max_abs(x_i)
         g_max = max_abs(array_at(table[i, G], batch, n_out, x)) * max(in_max, 1.0)
-        safe, after[i, 0], after[i, 1] = sgd_update_bound(
-            g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
-            big, limit)
+        if adam:
+            safe, after[i, 0], m_max, after[i, 1] = adam_update_bound(
+                g_max, batch * g_max, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, momentum, beta2, eps,
+                weight_decay, step, big, limit)
+            m_bounds[i] = max(m_bounds[i], m_max)  # a bound either way: kept even if refused
+        else:
+            safe, after[i, 0], after[i, 1] = sgd_update_bound(
+                g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
+                big, limit)
         if not safe:
             return -(i + 1.0)
     dw_at = table[n_layers - 1, DB] + table[n_layers - 1, N_OUT]
@@ -335,7 +359,24 @@ def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, l
         w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
         x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
         g = array_at(table[i, G], batch, n_out, x)
-        if by_blas:
+        if adam:
+            db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out))
+            dw = work[dw_at:dw_at + n_in * n_out].reshape((n_in, n_out))
+            if by_blas:
+                matmul(gemm, wide, inv, x_i, True, g, False, zero, dw)
+            else:  # dw = 0 - (-1) x.T @ g / B
+                dw_flat = dw.reshape(-1)
+                for j in range(dw_flat.size):
+                    dw_flat[j] = zero
+                if batch >= UPDATE_TILES_MIN_BATCH:
+                    _call(fns, UPD_TILED, table[i, ALIASED], (x_i, g, dw, -one, scratch))
+                else:
+                    _call(fns, UPD_PLAIN, codes[2], (x_i, g, dw, -one, zero, scratch))
+            mw, vw = array_at(table[i, MW], n_in, n_out, x), array_at(table[i, VW], n_in, n_out, x)
+            mb, vb = array_at(table[i, MB], _ONE, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
+            _call(fns, ADAM, 0, (w, dw, mw, vw, lr, momentum, beta2, eps, weight_decay, step))
+            _call(fns, ADAM, 0, (b, db, mb, vb, lr, momentum, beta2, eps, weight_decay, step))
+        elif by_blas:
             db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out))
             if update == UPD_MOMENTUM:
                 vw, vb = array_at(table[i, VW], n_in, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
@@ -379,32 +420,37 @@ class FusedPlan:
     arrays, and only ``fused_plan`` makes a table from arrays."""
 
     __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
-                 "velocities", "ready", "after", "limits", "gemm", "work")
+                 "velocities", "moments", "ready", "after", "limits", "gemm", "work", "mws", "mbs", "no_m_bounds")
 
     def __reduce__(self):
         ws, bs, vws, vbs, as_, ys, gs, kinds, alphas = (list(c) for c in zip(*self.arrays, strict=True))
-        return fused_plan, (ws, bs, vws, vbs, kinds, alphas, as_, ys, gs)
+        return fused_plan, (ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, None, list(self.mws), list(self.mbs))
 
 
-def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
+def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(), mbs=()):
     """Same contract as ``fastnet.kernels.numpy.fused_plan``.
 
     The compiled step reads the arrays through their addresses, trusting their
     shapes, so the plan checks what it relies on, once: every array C-contiguous
     and writeable, of one float dtype, each layer's shapes chained to the
     next, every workspace of one batch size, the velocities empty or of their
-    parameter's shape.  A ValueError says what did not hold.  The kernels the
+    parameter's shape, Adam's moments (when given, one pair per layer) of
+    their parameter's shape.  A ValueError says what did not hold.  The kernels the
     step will call for these layers are compiled here (or loaded from the cache).
     """
     layers = list(zip(ws, bs, vws, vbs, as_, ys, gs, kinds, alphas, strict=True))
     if not layers:
         raise ValueError("a fused plan needs at least one layer")
+    moments = len(mws) > 0 or len(mbs) > 0
+    if moments and not len(mws) == len(mbs) == len(layers):
+        raise ValueError(f"Adam's moments must be one pair per layer ({len(layers)}), got {len(mws)} and "
+                         f"{len(mbs)}")
     dtype, batch = np.asarray(ws[0]).dtype, np.shape(as_[0])[0]
     if dtype not in (np.float32, np.float64):
         raise ValueError(f"the fused step computes in float32 or float64, got {dtype}")
     if batch < 1:
         raise ValueError(f"a fused plan needs workspaces of at least one row, got {batch}")
-    table = np.zeros((len(layers), DB + 1), np.int64)
+    table = np.zeros((len(layers), MB + 1), np.int64)
     velocities, need, db_at, dw_size = [], 0, 0, 0
     for i, (w, b, vw, vb, a, y, g, kind, _) in enumerate(layers):
         n_in, n_out = w.shape if isinstance(w, np.ndarray) and w.ndim == 2 else (-1, -1)
@@ -413,9 +459,11 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
                              f"{table[i - 1, N_OUT]} outputs")
         want = {"w": (w, (n_in, n_out)), "b": (b, (1, n_out)), "a": (a, (batch, n_out)),
                 "y": (y, (batch, n_out)), "g": (g, (batch, n_out))}
-        has_v = np.size(vw) > 0 or np.size(vb) > 0
+        has_v = moments or np.size(vw) > 0 or np.size(vb) > 0
         if has_v:
             want.update(vw=(vw, (n_in, n_out)), vb=(vb, (1, n_out)))
+        if moments:
+            want.update(mw=(mws[i], (n_in, n_out)), mb=(mbs[i], (1, n_out)))
         velocities.append(has_v)
         for name, (arr, shape) in want.items():
             _check_array(arr, shape, dtype, f"layer {i}'s {name}")
@@ -424,7 +472,8 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
                              f"got {kind}")
         table[i] = [data_address(w), data_address(b), data_address(vw), data_address(vb),
                     data_address(a), data_address(y), data_address(g), n_in, n_out, int(kind),
-                    rows_alias(n_in, n_out, dtype.itemsize), db_at]
+                    rows_alias(n_in, n_out, dtype.itemsize), db_at,
+                    data_address(mws[i]) if moments else 0, data_address(mbs[i]) if moments else 0]
         need = max(need, 5 * n_out, padded_size(batch, n_in, n_out, dtype.itemsize))
         db_at, dw_size = db_at + n_out, max(dw_size, n_in * n_out)
     plan = FusedPlan()
@@ -435,17 +484,20 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     plan.scratch = scratch if reuse else _aligned_empty(need, dtype)
     plan.fns, plan.dtype = LEAVES.table(dtype), dtype
     plan.x_shape, plan.t_shape = (batch, int(table[0, N_IN])), (batch, int(table[-1, N_OUT]))
-    plan.velocities, plan.ready = all(velocities), set()
+    plan.velocities, plan.moments, plan.ready = all(velocities), moments, set()
+    plan.mws, plan.mbs, plan.no_m_bounds = tuple(mws), tuple(mbs), np.zeros(len(layers))  # SGD's m_bounds
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch)], np.int64)
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
-    if gemm is not None:  # the products by BLAS: the bias gradients and one dw in ``work``
-        plan.gemm, plan.work = gemm, _aligned_empty(db_at + dw_size, dtype)
+    # the bias gradients and one dw in ``work``: for the products by BLAS, and Adam
+    plan.work = _aligned_empty(db_at + dw_size, dtype) if gemm is not None or moments else plan.scratch[:0]
+    if gemm is not None:
+        plan.gemm = gemm
         for kind in set(int(k) for k in kinds):
             LEAVES.need(dtype, ACT, kind)
             LEAVES.need(dtype, ACT_GRAD, kind)
         return plan
-    plan.gemm, plan.work = (0, False), plan.scratch[:0]
+    plan.gemm = (0, False)
     if batch >= 4:
         LEAVES.need(dtype, FWD_TILES)
     if batch % 4:
@@ -478,7 +530,7 @@ def _check_array(arr, shape, dtype, name):
 
 
 def _update_kernel(batch, momentum, weight_decay, by_blas):
-    """Which update the step takes (products by BLAS: momentum or not)."""
+    """Which update an SGD step takes (products by BLAS: momentum or not)."""
     if momentum != 0:
         return UPD_MOMENTUM
     if by_blas:
@@ -488,6 +540,31 @@ def _update_kernel(batch, momentum, weight_decay, by_blas):
 
 def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds, x_max=-1.0):
     """Same contract as ``fastnet.kernels.numpy.fused_sgd_step``, in one compiled call."""
+    update = _update_kernel(x.shape[0], momentum, weight_decay, plan.gemm[0] != 0)
+    if update == UPD_MOMENTUM and not plan.velocities:
+        raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
+    return _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max,
+                0.0, 0.0, 0, plan.no_m_bounds)
+
+
+def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds,
+                    x_max=-1.0):
+    """Same contract as ``fastnet.kernels.numpy.fused_adam_step``, in one compiled call."""
+    if not plan.moments:
+        raise ValueError("Adam needs the moments, and this plan was made without them")
+    if not (type(m_bounds) is np.ndarray and m_bounds.shape == plan.after.shape[:1]
+            and m_bounds.dtype == np.float64 and m_bounds.flags.c_contiguous and m_bounds.flags.writeable):
+        raise ValueError(f"m_bounds must be a writeable C-contiguous float64 array of shape "
+                         f"{plan.after.shape[:1]}, got {m_bounds!r:.80}")
+    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be the step count after this step, an int >= 1, got {step!r:.80}")
+    return _run(x, t, plan, loss_kind, ADAM, lr, beta1, weight_decay, False, bounds, x_max,
+                beta2, eps, int(step), m_bounds)
+
+
+def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max, beta2, eps,
+         step, m_bounds):
+    """Both steps' checks of their arguments, the kernels made ready, and the compiled call."""
     if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
         raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
                          f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
@@ -496,27 +573,15 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
             and bounds.flags.c_contiguous and bounds.flags.writeable):
         raise ValueError(f"bounds must be a writeable C-contiguous float64 array of shape {after.shape}, "
                          f"got {bounds!r:.80}")
-    by_blas = plan.gemm[0] != 0
-    update = _update_kernel(x.shape[0], momentum, weight_decay, by_blas)
     if (loss_kind, update, nesterov) not in plan.ready:
-        if update == UPD_MOMENTUM and not plan.velocities:
-            raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
         if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
             raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
-        LEAVES.need(plan.dtype, LOSS, loss_kind)
-        if by_blas:
-            LEAVES.need(plan.dtype, SGD_STEP)
-            if update == UPD_MOMENTUM and not nesterov:
-                LEAVES.need(plan.dtype, MOMENTUM_APPLY)
-        else:
-            for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
-                LEAVES.need(plan.dtype, update, code)
-            LEAVES.need(plan.dtype, BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)
+        _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
     try:
         return compiled_step(x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind,
                              update, lr, momentum, weight_decay, nesterov, bounds, after, *plan.limits,
-                             *plan.gemm, plan.work, float(x_max))
+                             *plan.gemm, plan.work, float(x_max), beta2, eps, step, m_bounds)
     except Exception:  # numba refused the arrays' types (checked here only then: it costs every step)
         for name, arr in (("x", x), ("t", t)):
             if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
@@ -524,3 +589,25 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
                                  f"it is), got {'a read-only' if not arr.flags.writeable else 'an'} "
                                  f"array of flags {arr.flags}") from None
         raise
+
+
+def _make_ready(plan, loss_kind, update, nesterov):
+    """Compile (or load) every kernel a step of this loss and update reaches on this plan."""
+    dtype, by_blas = plan.dtype, plan.gemm[0] != 0
+    LEAVES.need(dtype, LOSS, loss_kind)
+    if update == ADAM:
+        LEAVES.need(dtype, ADAM)
+        if not by_blas:  # dw by the tiles' plain update
+            if plan.x_shape[0] >= UPDATE_TILES_MIN_BATCH:
+                for code in set(plan.table[:, ALIASED].tolist()):
+                    LEAVES.need(dtype, UPD_TILED, code)
+            else:
+                LEAVES.need(dtype, UPD_PLAIN, plan.codes[2])
+    elif by_blas:
+        LEAVES.need(dtype, SGD_STEP)
+        if update == UPD_MOMENTUM and not nesterov:
+            LEAVES.need(dtype, MOMENTUM_APPLY)
+    else:
+        for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
+            LEAVES.need(dtype, update, code)
+        LEAVES.need(dtype, BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)

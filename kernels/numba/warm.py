@@ -34,7 +34,7 @@ def signatures(dtype):
                                types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), types.Array(i64, 1, "C"),
                                i64, i64, f64, f64, f64, types.boolean, types.Array(f64, 2, "C"),
                                types.Array(f64, 2, "C"), f64, f64, i64, types.boolean,
-                               types.Array(dt, 1, "C"), f64)),
+                               types.Array(dt, 1, "C"), f64, f64, f64, i64, types.Array(f64, 1, "C"))),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),

@@ -1,6 +1,6 @@
-"""The whole SGD training step of a stack of dense layers, the reference
-(twin: ``fastnet.kernels.numba.fused``): the composition of the other kernels
-that the compiled package fuses into one call.
+"""The whole training step of a stack of dense layers, SGD or Adam, the
+reference (twin: ``fastnet.kernels.numba.fused``): the composition of the
+other kernels that the compiled package fuses into one call.
 """
 
 from collections import namedtuple
@@ -10,15 +10,15 @@ import numpy as np
 from .activations import activation_grad
 from .dense import dense_forward, input_grad
 from .losses import loss_grad, loss_value
-from .optimizers import max_abs, safe_limits, sgd_step, sgd_update_bound
+from .optimizers import adam_step, adam_update_bound, max_abs, safe_limits, sgd_step, sgd_update_bound
 
-__all__ = ["fused_plan", "fused_sgd_step"]
-
-
-FusedPlan = namedtuple("FusedPlan", "ws bs vws vbs kinds alphas as_ ys gs scratch")
+__all__ = ["fused_adam_step", "fused_plan", "fused_sgd_step"]
 
 
-def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
+FusedPlan = namedtuple("FusedPlan", "ws bs vws vbs kinds alphas as_ ys gs scratch mws mbs")
+
+
+def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(), mbs=()):
     """The arrays of one network's fused step, bound once for many steps.
 
     ws, bs : each layer's w (n_l-1, n_l) and b (1, n_l), updated in place by
@@ -30,11 +30,14 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None):
     (not copies): a step works on them, for batches of exactly B rows.
     ``scratch``: None, or the ``scratch`` of an earlier plan, which this plan
     reuses when it is large enough (a compiled step's work space; the
-    reference needs none, and its plans' ``scratch`` is None).  Returns the
-    plan, to pass to ``fused_sgd_step``.
+    reference needs none, and its plans' ``scratch`` is None).  ``mws``,
+    ``mbs``: Adam's first moments of w and b, empty for SGD (then ``vws``,
+    ``vbs`` are Adam's second moments).  Returns the plan, to pass to
+    ``fused_sgd_step`` or, with the moments, ``fused_adam_step``.
     """
     return FusedPlan(tuple(ws), tuple(bs), tuple(vws), tuple(vbs), tuple(int(k) for k in kinds),
-                     tuple(float(a) for a in alphas), tuple(as_), tuple(ys), tuple(gs), None)
+                     tuple(float(a) for a in alphas), tuple(as_), tuple(ys), tuple(gs), None,
+                     tuple(mws), tuple(mbs))
 
 
 def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds, x_max=-1.0):
@@ -54,7 +57,45 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
     the update of a layer l is not safe (``sgd_update_bound``): then
     ``-(l + 1)`` is returned, which no loss is.
     """
-    ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, _ = plan
+    def bound(i, g_max, sums):
+        safe, p, v = sgd_update_bound(g_max, sums, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay,
+                                      nesterov, *safe_limits(x.dtype))
+        return safe, (p, v)
+
+    def update(i, p, g):
+        sgd_step(p, g, plan.vws[i] if p is plan.ws[i] else plan.vbs[i], lr, momentum, weight_decay, nesterov)
+
+    return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
+
+
+def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds,
+                    x_max=-1.0):
+    """One Adam training step (``adam_step``'s rule, at step count ``step``, the
+    count after this step) of a stack of dense layers, as ``fused_sgd_step``
+    is of SGD, on a plan with the moments: ``mws``, ``mbs`` the first,
+    ``vws``, ``vbs`` the second.  ``bounds``: each layer's bounds on its
+    parameters' and second moments' magnitudes; ``m_bounds`` (layers,)
+    float64: on its first moments' (``adam_update_bound``), each raised to
+    the bound after this step even when the step is refused (a bound either
+    way).  The caller keeps the step count."""
+    def bound(i, g_max, sums):
+        safe, p, m, v = adam_update_bound(g_max, sums, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, beta1,
+                                          beta2, eps, weight_decay, step, *safe_limits(x.dtype))
+        m_bounds[i] = max(m_bounds[i], m)
+        return safe, (p, v)
+
+    def update(i, p, g):
+        m, v = (plan.mws[i], plan.vws[i]) if p is plan.ws[i] else (plan.mbs[i], plan.vbs[i])
+        adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
+
+    return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
+
+
+def _step(x, t, plan, loss_kind, bounds, x_max, bound, update):
+    """The step of both: forward, loss, every dz, every layer's bound
+    (``bound(layer, g_max, sums) -> (safe, bounds after)``), then the updates
+    (``update(layer, parameter, gradient)``)."""
+    ws, bs, _, _, kinds, alphas, as_, ys, gs, _, _, _ = plan
     n_layers, batch = len(ws), x.shape[0]
     inp = x
     for i in range(n_layers):
@@ -68,19 +109,16 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
         activation_grad(kinds[i], alphas[i], as_[i], ys[i], gs[i], gs[i])
         if i > 0:
             input_grad(gs[i], ws[i], gs[i - 1])
-    big, limit = safe_limits(x.dtype)
     after = np.empty_like(bounds)
     for i in range(n_layers - 1, -1, -1):
         in_max = x_max if i == 0 and x_max >= 0 else max_abs(x if i == 0 else ys[i - 1])
         g_max = max_abs(gs[i]) * max(in_max, 1.0)
-        safe, after[i, 0], after[i, 1] = sgd_update_bound(
-            g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
-            big, limit)
+        safe, after[i] = bound(i, g_max, batch * g_max)
         if not safe:
             return -(i + 1.0)
     for i in range(n_layers - 1, -1, -1):
         x_i, g = (x if i == 0 else ys[i - 1]), gs[i]
-        sgd_step(ws[i], x_i.T @ g / batch, vws[i], lr, momentum, weight_decay, nesterov)
-        sgd_step(bs[i], g.sum(axis=0, keepdims=True) / batch, vbs[i], lr, momentum, weight_decay, nesterov)
+        update(i, ws[i], x_i.T @ g / batch)
+        update(i, bs[i], g.sum(axis=0, keepdims=True) / batch)
     bounds[...] = after
     return loss
