@@ -384,18 +384,19 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
             layer._dw = layer._db = layer._dx = None  # not materialised on this path
             inp = y
+        k, code = self._k, self.loss.code
         if type(opt) is Adam:
             step = opt._next_t()
 
             def run(x_max):
-                return self._k.fused_adam_step(x, t, plan, self.loss.code, opt.lr, opt.beta1, opt.beta2, opt.eps,
-                                               opt.weight_decay, step, self._bounds, self._m_bounds, x_max)
+                return k.fused_adam_step(x, t, plan, code, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                                         opt.weight_decay, step, self._bounds, self._m_bounds, x_max)
         else:
             step = None
 
             def run(x_max):
-                return self._k.fused_sgd_step(x, t, plan, self.loss.code, opt.lr, opt.momentum, opt.weight_decay,
-                                              bool(opt.nesterov and opt.momentum != 0), self._bounds, x_max)
+                return k.fused_sgd_step(x, t, plan, code, opt.lr, opt.momentum, opt.weight_decay,
+                                        bool(opt.nesterov and opt.momentum != 0), self._bounds, x_max)
         loss = float(run(-1.0 if x_max is None else x_max))
         if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
             self._exact_bounds()

@@ -420,11 +420,13 @@ class FusedPlan:
     arrays, and only ``fused_plan`` makes a table from arrays."""
 
     __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
-                 "velocities", "moments", "ready", "after", "limits", "gemm", "work", "mws", "mbs", "no_m_bounds")
+                 "velocities", "moments", "ready", "after", "limits", "gemm", "work", "mws", "mbs",
+                 "no_m_bounds")
 
     def __reduce__(self):
         ws, bs, vws, vbs, as_, ys, gs, kinds, alphas = (list(c) for c in zip(*self.arrays, strict=True))
-        return fused_plan, (ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, None, list(self.mws), list(self.mbs))
+        return fused_plan, (ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, None, list(self.mws),
+                            list(self.mbs))
 
 
 def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(), mbs=()):

@@ -62,8 +62,8 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
                                       nesterov, *safe_limits(x.dtype))
         return safe, (p, v)
 
-    def update(i, p, g):
-        sgd_step(p, g, plan.vws[i] if p is plan.ws[i] else plan.vbs[i], lr, momentum, weight_decay, nesterov)
+    def update(i, bias, p, g):
+        sgd_step(p, g, (plan.vbs if bias else plan.vws)[i], lr, momentum, weight_decay, nesterov)
 
     return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
 
@@ -84,8 +84,8 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
         m_bounds[i] = max(m_bounds[i], m)
         return safe, (p, v)
 
-    def update(i, p, g):
-        m, v = (plan.mws[i], plan.vws[i]) if p is plan.ws[i] else (plan.mbs[i], plan.vbs[i])
+    def update(i, bias, p, g):
+        m, v = (plan.mbs[i], plan.vbs[i]) if bias else (plan.mws[i], plan.vws[i])
         adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
 
     return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
@@ -94,7 +94,7 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
 def _step(x, t, plan, loss_kind, bounds, x_max, bound, update):
     """The step of both: forward, loss, every dz, every layer's bound
     (``bound(layer, g_max, sums) -> (safe, bounds after)``), then the updates
-    (``update(layer, parameter, gradient)``)."""
+    (``update(layer, is_bias, parameter, gradient)``)."""
     ws, bs, _, _, kinds, alphas, as_, ys, gs, _, _, _ = plan
     n_layers, batch = len(ws), x.shape[0]
     inp = x
@@ -118,7 +118,7 @@ def _step(x, t, plan, loss_kind, bounds, x_max, bound, update):
             return -(i + 1.0)
     for i in range(n_layers - 1, -1, -1):
         x_i, g = (x if i == 0 else ys[i - 1]), gs[i]
-        update(i, ws[i], x_i.T @ g / batch)
-        update(i, bs[i], g.sum(axis=0, keepdims=True) / batch)
+        update(i, False, ws[i], x_i.T @ g / batch)
+        update(i, True, bs[i], g.sum(axis=0, keepdims=True) / batch)
     bounds[...] = after
     return loss
