@@ -5,7 +5,7 @@
                                       [--out results.json] [--baseline REV]
 
 For each shape and batch size, in one process, alternating, medians after
-warm-up (``fastnet._timing.compare``):
+warm-up (``fastnet.timing.compare``):
 
 * ``numpy``, ``numba``: one forward and one backward pass of a dense layer
   (with dx), or one ``train_step`` of the MLP, on that backend;
@@ -25,8 +25,8 @@ import json
 import numpy as np
 
 import fastnet as fn
-from fastnet._timing import compare
 from fastnet.info import environment
+from fastnet.timing import compare
 
 BATCHES = [2**k for k in range(13)]  # 1 ... 4096
 
@@ -37,8 +37,8 @@ def layer_case(n_in, n_out, batch, backend, rng, lib=fn):
     dy = rng.normal(size=(batch, n_out)).astype(np.float32)
 
     def step():
-        layer._forward(x)
-        layer._backward(dy, True)
+        layer.forward_pass(x)
+        layer.backward_pass(dy)
 
     return step
 

@@ -19,9 +19,9 @@ import sys
 import numpy as np
 
 import fastnet as fn
-from fastnet._timing import compare
 from fastnet.kernels import _blas
 from fastnet.kernels.numba import activations, dense
+from fastnet.timing import compare
 
 NAMES = ("fwd loops", "fwd blas", "dw loops", "dw tiles", "dw blas", "dx loops", "dx blas")
 

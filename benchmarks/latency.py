@@ -2,7 +2,7 @@
 
     python benchmarks/latency.py [--batches 1,4,16] [--out DIR] [--baseline REV] [--no-peers]
 
-Side by side in one process, medians after warm-up (``fastnet._timing``):
+Side by side in one process, medians after warm-up (``fastnet.timing``):
 ``fastnet`` (``train_step``, on the path ``net.plan()`` picks), its fused step
 with the register tiles' products forced at every batch size (to find where
 BLAS's take over; before the fused step covered every batch size, the fused
@@ -36,8 +36,8 @@ import time
 import numpy as np
 
 import fastnet as fn
-from fastnet._timing import compare
 from fastnet.info import environment
+from fastnet.timing import compare
 
 SIZES = (784, 256, 256, 10)
 LR = 1e-3

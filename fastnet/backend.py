@@ -184,6 +184,12 @@ class HoldsKernels:
 
     _CACHES = ()
 
+    @property
+    def kernels(self):
+        """The kernel module of this object's backend (``fastnet.kernels.numpy``
+        or ``fastnet.kernels.numba``), which computes for it."""
+        return self._k
+
     def __copy__(self):
         new = object.__new__(type(self))
         new.__dict__.update(self.__dict__)

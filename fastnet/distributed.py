@@ -46,6 +46,8 @@ import time
 
 import numpy as np
 
+from fastnet import training
+
 _INSTALL_HINT = 'install it with: pip install "fastnet-dense[mpi]" (mpi4py and the MPICH runtime)'
 
 
@@ -174,8 +176,7 @@ class DataParallel:
         if mode == "sgd":
             # the backward pass writes dw and db straight into the buffer (no copy per step)
             for layer, dw, db in zip(net.layers, self.grads[0::2], self.grads[1::2], strict=True):
-                layer._store["dw"], layer._store["db"] = dw, db
-                layer._dw = layer._db = None  # DenseLayer._buffers picks them up
+                layer.gradients_into(dw, db)
         self.allreduce_seconds = 0.0
 
     @property
@@ -194,22 +195,22 @@ class DataParallel:
     def epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         net = self.net
         total_loss = total_correct = 0.0
-        for step, xb, tb in net._batches(X, T, order, starts, batch_size):
+        for step, xb, tb in training.batches(X, T, order, starts, batch_size):
             m, where = xb.shape[0], f"at epoch {epoch}, step {step}"
             error = None
             self.buf[-3:-1] = 0
             try:
                 if m:
                     # scaled by this rank's share of the global batch, into the buffer
-                    loss = net._forward_backward(xb, tb, where, m / self.step_sizes[step - 1])
+                    loss = training.forward_backward(net, xb, tb, where, m / self.step_sizes[step - 1])
                     self.buf[-3] = loss * m
-                    self.buf[-2] = net._batch_accuracy(tb)
+                    self.buf[-2] = training.batch_accuracy(net, tb)
                 else:  # this rank's shard has run out: an empty contribution
                     self.buf[:-3] = 0
             except Exception as exc:
                 error = exc
             self._reduce(error, where)
-            net.optimizer.step(net._k, net.parameters(), self.grads)
+            net.optimizer.step(net.kernels, net.parameters(), self.grads)
             total_loss += float(self.buf[-3])
             total_correct += float(self.buf[-2])
             bar.update()
@@ -220,14 +221,14 @@ class DataParallel:
         error = None
         self.buf[-3:-1] = 0
         try:
-            acc, loss_sum, correct = net._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
+            acc, loss_sum, correct = training.gd_accumulate(net, X, T, order, starts, batch_size, epoch, bar)
             self.buf[-3], self.buf[-2] = loss_sum, correct
             for view, a in zip(self.grads, acc, strict=True):
                 np.multiply(a, X.shape[0] / self.n_total, out=view)
         except Exception as exc:
             error = exc
         self._reduce(error, f"at epoch {epoch}")
-        net.optimizer.step(net._k, net.parameters(), self.grads)
+        net.optimizer.step(net.kernels, net.parameters(), self.grads)
         return float(self.buf[-3]) / self.n_total, float(self.buf[-2]) / self.n_total
 
 

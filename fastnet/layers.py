@@ -196,6 +196,20 @@ class DenseLayer(HoldsKernels):
                 self._store["db"] = aligned_empty(self.b.shape, self.dtype)
             self._dw, self._db = dw, self._store["db"]
 
+    def gradients_into(self, dw, db):
+        """Have the backward passes write ``dw`` and ``db`` into these arrays
+        (C-contiguous, of w's and b's shapes and the layer's dtype), until the
+        layer's shapes change; distributed training points them into its
+        reduction buffer, so the gradients need no copy."""
+        for name, arr, like in (("dw", dw, self.w), ("db", db, self.b)):
+            if not (isinstance(arr, np.ndarray) and arr.shape == like.shape and arr.dtype == self.dtype
+                    and arr.flags.c_contiguous and arr.flags.writeable):
+                got = describe(arr) if isinstance(arr, np.ndarray) else repr(arr)
+                raise ValueError(f"{name} must be a writeable C-contiguous {self.dtype} array of shape "
+                                 f"{like.shape}, got {got}")
+        self._store["dw"], self._store["db"] = dw, db
+        self._dw = self._db = None  # _buffers picks them up
+
     # -- passes ---------------------------------------------------------------
     def forward_pass(self, x):
         """Compute ``y = f(x @ w + b)`` for a (batch, n_inputs) array; returns ``y``."""

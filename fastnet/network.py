@@ -1,23 +1,22 @@
 """NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
 
 import functools
-import math
 import sys
 import threading
 import time
 
 import numpy as np
 
+from fastnet import training
 from fastnet._changes import Watched, changed
-from fastnet._checks import StateChecks, _check_logits, _check_optimizer_type, _refuse_update, _twice
+from fastnet._checks import StateChecks, _check_logits, _check_optimizer_type, _twice
 from fastnet._validation import as_float_batch, flag, kernel_ready, positive_int, random_generator
-from fastnet._workspace import aligned_empty, rows
-from fastnet.activations import kernel_code
+from fastnet._workspace import rows
 from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
 from fastnet.callbacks import call_hook, check_callbacks, epoch_line, held_out
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
-from fastnet.optimizers import SGD, Adam
+from fastnet.optimizers import SGD
 
 MODES = ("sgd", "gd")
 _PREDICT_CHUNK = 1024
@@ -296,31 +295,6 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         for i in range(len(self.layers) - 1, -1, -1):
             dout = self.layers[i]._backward(dout, compute_dx=i > 0)
 
-    def _forward_loss(self, x, t, where):
-        """Forward and loss on validated data: (loss as a float, the per-sample
-        loss gradient).  A loss that is not finite raises ``FloatingPointError``
-        naming ``where`` before any parameter gradient exists."""
-        out = self._forward(x)
-        dout = self._workspace("dout", out.shape[0], out.shape[1])
-        loss = float(self._k.loss_and_grad(self.loss.code, out, t, dout))
-        _check_loss(loss, where)
-        return loss, dout
-
-    def _forward_backward(self, x, t, where, grad_scale=1.0):
-        """Forward, loss and backward on validated data; returns the loss (a float).
-
-        A loss that is not finite raises ``FloatingPointError`` naming ``where``
-        before the backward pass, so no gradient of a diverged step exists.
-        ``grad_scale`` multiplies the loss gradient, and so every gradient of
-        the backward pass, which is linear in it (distributed training weights
-        each rank's gradients by its share of the global batch this way).
-        """
-        loss, dout = self._forward_loss(x, t, where)
-        if grad_scale != 1.0:
-            dout *= grad_scale
-        self._backward(dout)
-        return loss
-
     # -- training -----------------------------------------------------------------------
     @_serialised
     def train_step(self, x, y, keep_grads=False):
@@ -335,106 +309,16 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         keep_grads = flag(keep_grads, "keep_grads")
         self._checked()
         x, t, x_max = self._check_step_xy(x, y)
-        return self._train_batch(x, t, "in train_step", keep_grads, x_max)
+        return training.train_batch(self, x, t, "in train_step", keep_grads, x_max)
 
     def plan(self, batch_size, comm=None):
-        """The path a training step takes for a batch of this size.
-
-        * ``"fused"``: one compiled call for the whole step, at any batch
-          size.  The numba backend, an ``SGD`` (any momentum, Nesterov,
-          weight decay) or ``Adam`` optimizer, and built-in activations.  Up to
-          ``FUSED_MAX_BATCH`` rows (20; 8 when a layer's weights take 1 MiB or
-          more; ``fastnet.kernels.numba.tuning``, with their measurements) the
-          products are the compiled register tiles and loops; past that BLAS's,
-          called from the compiled step, with the update folded into the
-          weight-gradient product (``fastnet.kernels.numba.fused``).
-        * ``"layered"``: layer by layer, gradients first, then the optimizer.
-
-        The fused path leaves the layers' ``dw``, ``db`` and ``dx`` unset;
-        ``train_step(..., keep_grads=True)`` takes the layered path.  Under a
-        communicator (``fit(..., comm=)``) the path is always ``"layered"``:
-        the ranks' gradients must be added before any step.
-        """
-        opt = self.optimizer
-        if (comm is not None or self.backend != "numba" or type(opt) not in (SGD, Adam)
-                or any(kernel_code(la.activation) is None for la in self.layers)):
-            return "layered"
-        w_bytes = max(la.n_inputs * la.neurons_num for la in self.layers) * self.dtype.itemsize
-        if not self._k.tuning.fused_by_blas(batch_size, w_bytes) or self._k.blas.address(self.dtype):
-            return "fused"
-        return "layered"  # no BLAS that compiled code can call (not NumPy's OpenBLAS)
-
-    def _train_batch(self, x, t, where, keep_grads=False, x_max=None):
-        """One update on validated data and checked state (``_checked``: by
-        ``train_step`` before each step, by ``fit`` before its first), on the
-        path ``plan`` picks."""
-        self._make_state()  # the first step: its input was valid, so it is applied
-        path, plan, buffers = ("layered", None, None) if keep_grads else self._execution_plan(x.shape[0])
-        if path == "fused":
-            return self._fused_step(x, t, where, plan, buffers, x_max)
-        loss = self._forward_backward(x, t, where)
-        self._apply(self.gradients(), where, self._grad_bounds(x_max), x.shape[0], self._grad_bounds)
-        return loss
-
-    def _fused_step(self, x, t, where, plan, buffers, x_max=None):
-        opt = self.optimizer
-        inp = x
-        for layer, (a, y, dz) in zip(self.layers, buffers, strict=True):
-            # the layers show this step's arrays (a layered pass since may have moved them)
-            layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
-            layer._dw = layer._db = layer._dx = None  # not materialised on this path
-            inp = y
-        k, code = self._k, self.loss.code
-        if type(opt) is Adam:
-            step = opt._next_t()
-
-            def run(x_max):
-                return k.fused_adam_step(x, t, plan, code, opt.lr, opt.beta1, opt.beta2, opt.eps,
-                                         opt.weight_decay, step, self._bounds, self._m_bounds, x_max)
-        else:
-            step = None
-
-            def run(x_max):
-                return k.fused_sgd_step(x, t, plan, code, opt.lr, opt.momentum, opt.weight_decay,
-                                        bool(opt.nesterov and opt.momentum != 0), self._bounds, x_max)
-        loss = float(run(-1.0 if x_max is None else x_max))
-        if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
-            self._exact_bounds()
-            loss = float(run(-1.0))  # x scanned: its own bound
-            if loss < 0:
-                _refuse_update(where, int(-loss) - 1, None, self.dtype)
-        _check_loss(loss, where)  # the kernel returns a non-finite loss before any update
-        if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
-            dict.__setitem__(opt.state, "t", step)
-        return loss
-
-    def _execution_plan(self, batch):
-        """How a step on a batch of this size runs, on checked state
-        (``_checked``): ``(path, fused plan, the layers' (a, y, dz))``, the last
-        two None off the fused path.  Made once per batch size and kept until
-        anything of the checked state changes (``_checked`` drops them all)."""
-        entry = self._plans.get(batch)
-        if entry is not None:
-            return entry
-        if len(self._plans) >= 8:  # batch sizes seen since the state last changed: bounded
-            self._plans.clear()
-        path = self.plan(batch)
-        plan = buffers = None
-        if path == "fused":
-            layers = self.layers
-            for la in layers:
-                la._buffers(batch)
-            buffers = [(la._a, la._y, la._dz) for la in layers]
-            state = self.optimizer.state
-            v, m = (state["v"], state["m"]) if isinstance(state, dict) else (state, ())
-            scratch = next((e[1].scratch for e in self._plans.values() if e[1] is not None), None)
-            plan = self._k.fused_plan(  # another plan's scratch is reused when large enough
-                [la.w for la in layers], [la.b for la in layers], v[0::2], v[1::2],
-                [kernel_code(la.activation) for la in layers], [la.activation.alpha for la in layers],
-                [a for a, _, _ in buffers], [y for _, y, _ in buffers], [dz for _, _, dz in buffers], scratch,
-                m[0::2], m[1::2])
-        entry = self._plans[batch] = (path, plan, buffers)
-        return entry
+        """The path a training step takes for a batch of this size: ``"fused"``
+        (one compiled call) or ``"layered"``; ``fastnet.training.plan`` says
+        which, and why.  The fused path leaves the layers' ``dw``, ``db`` and
+        ``dx`` unset; ``train_step(..., keep_grads=True)`` takes the layered
+        path.  Under a communicator (``fit(..., comm=)``) the path is always
+        ``"layered"``: the ranks' gradients must be added before any step."""
+        return training.plan(self, batch_size, comm)[0]
 
     @_serialised
     def fit(self, X, y, epochs=1, batch_size=32, mode="sgd", shuffle=True,
@@ -531,7 +415,10 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             history["allreduce_seconds"] = []
 
         if dp is None:
-            run = self._epoch_sgd if mode == "sgd" else self._epoch_gd
+            epoch_run = training.epoch_sgd if mode == "sgd" else training.epoch_gd
+
+            def run(*args):
+                return epoch_run(self, *args)
         else:
             run = dp.epoch_sgd if mode == "sgd" else dp.epoch_gd
         from tqdm.auto import tqdm  # here: importing it costs 0.08 s, and only fit shows a bar
@@ -613,67 +500,6 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         rng = random_generator(rng)
         return epochs, batch_size, X, T, val, rng
 
-    def _batches(self, X, T, order, starts, batch_size):
-        """(step, x, t) per minibatch; shuffled batches are gathered into two
-        buffers reused for the whole epoch, so the steps allocate nothing."""
-        if order is not None:
-            xbuf = aligned_empty((min(batch_size, X.shape[0]), X.shape[1]), X.dtype)
-            tbuf = aligned_empty((xbuf.shape[0], T.shape[1]), T.dtype)
-        for step, s in enumerate(starts, start=1):
-            if order is None:
-                yield step, kernel_ready(X[s:s + batch_size]), T[s:s + batch_size]
-            else:
-                idx = order[s:s + batch_size]
-                m = idx.shape[0]
-                # mode="clip": with the default "raise", take copies through a temporary
-                yield (step, np.take(X, idx, axis=0, out=xbuf[:m], mode="clip"),
-                       np.take(T, idx, axis=0, out=tbuf[:m], mode="clip"))
-
-    def _epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
-        total_loss = total_acc = 0.0
-        for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._train_batch(xb, tb, f"at epoch {epoch}, step {step}", x_max=self._x_max)
-            total_acc += self._batch_accuracy(tb)  # from the outputs before the update
-            total_loss += loss * xb.shape[0]
-            bar.update()
-        return total_loss / X.shape[0], total_acc / X.shape[0]
-
-    def _epoch_gd(self, X, T, order, starts, batch_size, epoch, bar):
-        acc_grads, total_loss, total_acc = self._gd_accumulate(X, T, order, starts, batch_size, epoch, bar)
-        k = self._k
-        g_maxes = [max(k.max_abs(acc_grads[2 * i]), k.max_abs(acc_grads[2 * i + 1]))
-                   for i in range(len(self.layers))]
-        self._apply(acc_grads, f"at epoch {epoch}", g_maxes, 1)  # the state was checked by fit
-        return total_loss / X.shape[0], total_acc / X.shape[0]
-
-    def _gd_accumulate(self, X, T, order, starts, batch_size, epoch, bar):
-        """The epoch's mean gradient (network buffers), loss sum and number correct."""
-        params = self.parameters()
-        if self._gd_acc is None or any(a.shape != p.shape for a, p in zip(self._gd_acc, params, strict=True)):
-            self._gd_acc = [aligned_empty(p.shape, p.dtype) for p in params]
-        acc_grads = self._gd_acc
-        for a in acc_grads:
-            a.fill(0)  # the first chunk has frac = 1, but 0 * garbage may be NaN
-        total_loss = total_acc = 0.0
-        seen = 0
-        for step, xb, tb in self._batches(X, T, order, starts, batch_size):
-            loss = self._forward_backward(xb, tb, f"at epoch {epoch}, step {step}")
-            total_acc += self._batch_accuracy(tb)
-            m = xb.shape[0]
-            frac = m / (seen + m)  # weight by chunk size: a short last chunk counts right
-            for a, g in zip(acc_grads, self.gradients(), strict=True):
-                self._k.running_mean(a, g, frac)
-            seen += m
-            total_loss += loss * m
-            bar.update()
-        return acc_grads, total_loss, total_acc
-
-    def _batch_accuracy(self, tb):
-        """Number of correct predictions in the last forward pass's batch (0 for regression)."""
-        if not self.loss.is_classifier:
-            return 0.0
-        return self.loss.accuracy(self.layers[-1].y, tb) * tb.shape[0]
-
     # -- inference ----------------------------------------------------------------------
     def _outputs(self, X):
         """Network outputs for validated X, computed in chunks, as a new array.
@@ -751,10 +577,3 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         return (f"NeuralNetwork({sizes}, loss={self.loss!r}, optimizer={self.optimizer!r}, "
                 f"dtype={self.dtype.name}, backend={self.backend!r})")
 
-
-def _check_loss(loss, where):
-    if not math.isfinite(loss):
-        raise FloatingPointError(
-            f"training diverged: the loss is {loss} {where}; that step's update was not "
-            "applied. Try a smaller learning rate or check the data."
-        )

@@ -1,7 +1,7 @@
 """``fastnet profile``: how a dense layer's speed scales with the batch size.
 
 For each configuration (width, activation, dtype) and batch size, one process
-times side by side, alternating, medians after warm-up (``fastnet._timing``):
+times side by side, alternating, medians after warm-up (``fastnet.timing``):
 
 * per backend (and per peer with ``--peers``, each peer library in a block
   of its own right after ours, see ``_QUIESCE_SECONDS``): ``forward``, ``backward``
@@ -32,10 +32,11 @@ import time
 import numpy as np
 
 import fastnet as fn
-from fastnet._timing import compare
+from fastnet import training
 from fastnet._validation import kernel_ready
 from fastnet.info import environment
 from fastnet.kernels import ACTIVATION_CODES, ACTIVATIONS, LOSS_CODES
+from fastnet.timing import compare
 
 OPS = ("forward", "backward", "train_step")
 PHASES = ("gemm", "bias_activation", "activation_grad", "bias_grad", "loss", "update", "fused_step",
@@ -68,14 +69,14 @@ class LayerCase:
         self.dy = rng.normal(size=(batch, width)).astype(dtype)
         self.target = rng.normal(size=(batch, width)).astype(dtype)
         self.net.train_step(self.x, self.target)  # allocates workspaces, compiles
-        self.layer._backward(self.dy, True)
-        self.k = self.net._k
+        self.layer.backward_pass(self.dy)
+        self.k = self.net.kernels
 
     def ops(self):
         layer, x, dy, net, t = self.layer, self.x, self.dy, self.net, self.target
         return {
-            "forward": lambda: layer._forward(x),
-            "backward": lambda: layer._backward(dy, True),
+            "forward": lambda: layer.forward_pass(x),
+            "backward": lambda: layer.backward_pass(dy),
             "train_step": lambda: net.train_step(x, t),
         }
 
@@ -83,16 +84,16 @@ class LayerCase:
         """Callables for the phases of ``train_step`` on this backend's kernels.
 
         Where the step is fused (``plan`` says "fused"), its phases happen
-        inside one compiled call: that call is the one phase, ``fused_step``,
-        and "other" is what ``train_step`` adds around it."""
+        inside one compiled call: the step on validated data
+        (``fastnet.training.train_batch``: that call and the Python that makes
+        it) is the one phase, ``fused_step``, and "other" is what
+        ``train_step`` adds around it (its checks of the arguments and state)."""
         la, k, x, t = self.layer, self.k, self.x, self.target
         net = self.net
         if net.plan(x.shape[0]) == "fused":
-            _, plan, _ = net._execution_plan(x.shape[0])
-            opt = net.optimizer
-            xk, tk = kernel_ready(x), np.ascontiguousarray(t)
-            return {"fused_step": lambda: k.fused_sgd_step(xk, tk, plan, net.loss.code, opt.lr, 0.0, 0.0,
-                                                           False, net._bounds)}
+            xk = kernel_ready(x)
+            tk = net.loss.prepare_targets(t, x.shape[0], net.n_outputs, net.dtype)
+            return {"fused_step": lambda: training.train_batch(net, xk, tk, "in the profiler")}
         w, b, a, y, dz, dw, db = la.w, la.b, la.a, la.y, la.dz, la.dw, la.db
         kind, alpha = ACTIVATION_CODES[la.activation.name], la.activation.alpha
         n = x.shape[0]

@@ -1,0 +1,21 @@
+"""How a network trains: which path a step takes, the steps, and the epoch loops.
+
+* ``plan(network, batch, comm=None, keep_grads=False) -> (path, reason)``:
+  the one place that decides between the fused step and the layered path
+  (``paths``), and ``execution_plan``, what a step on a batch size runs on.
+* ``train_batch``, ``forward_backward``: a training step, and the forward and
+  backward passes alone, on validated data (``steps``).
+* ``batches``, ``epoch_sgd``, ``epoch_gd``, ``gd_accumulate``,
+  ``batch_accuracy``: the epochs of ``fit`` (``loop``); ``fastnet.distributed``
+  builds its data-parallel epochs from the same pieces.
+
+``NeuralNetwork`` validates the arguments and the state (``_checks``) before
+any of these runs: they take validated arrays and checked state.
+"""
+
+from fastnet.training.loop import batch_accuracy, batches, epoch_gd, epoch_sgd, gd_accumulate
+from fastnet.training.paths import PATHS, execution_plan, plan
+from fastnet.training.steps import forward_backward, forward_loss, train_batch
+
+__all__ = ["PATHS", "batch_accuracy", "batches", "epoch_gd", "epoch_sgd", "execution_plan",
+           "forward_backward", "forward_loss", "gd_accumulate", "plan", "train_batch"]

@@ -1,0 +1,91 @@
+"""A training step on validated data and checked state: the fused path's one
+compiled call, or the layered path's passes and the optimizer's update."""
+
+import math
+
+from fastnet._checks import _refuse_update
+from fastnet.optimizers import Adam
+from fastnet.training.paths import execution_plan
+
+
+def train_batch(net, x, t, where, keep_grads=False, x_max=None):
+    """One update on validated data and checked state (``NeuralNetwork._checked``:
+    by ``train_step`` before each step, by ``fit`` before its first), on the
+    path ``plan`` picks; returns the batch's loss (a float).  ``where`` names
+    the step in errors; ``x_max``: a bound on x's magnitudes, when known."""
+    net._make_state()  # the first step: its input was valid, so it is applied
+    path, plan, buffers = ("layered", None, None) if keep_grads else execution_plan(net, x.shape[0])
+    if path == "fused":
+        return fused_step(net, x, t, where, plan, buffers, x_max)
+    loss = forward_backward(net, x, t, where)
+    net._apply(net.gradients(), where, net._grad_bounds(x_max), x.shape[0], net._grad_bounds)
+    return loss
+
+
+def fused_step(net, x, t, where, plan, buffers, x_max=None):
+    """The fused step: one compiled call (``fused_sgd_step`` or ``fused_adam_step``)."""
+    opt, k, code = net.optimizer, net.kernels, net.loss.code
+    inp = x
+    for layer, (a, y, dz) in zip(net.layers, buffers, strict=True):
+        # the layers show this step's arrays (a layered pass since may have moved them)
+        layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
+        layer._dw = layer._db = layer._dx = None  # not materialised on this path
+        inp = y
+    if type(opt) is Adam:
+        step = opt._next_t()
+
+        def run(x_max):
+            return k.fused_adam_step(x, t, plan, code, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                                     opt.weight_decay, step, net._bounds, net._m_bounds, x_max)
+    else:
+        step = None
+
+        def run(x_max):
+            return k.fused_sgd_step(x, t, plan, code, opt.lr, opt.momentum, opt.weight_decay,
+                                    bool(opt.nesterov and opt.momentum != 0), net._bounds, x_max)
+    loss = float(run(-1.0 if x_max is None else x_max))
+    if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
+        net._exact_bounds()
+        loss = float(run(-1.0))  # x scanned: its own bound
+        if loss < 0:
+            _refuse_update(where, int(-loss) - 1, None, net.dtype)
+    check_loss(loss, where)  # the kernel returns a non-finite loss before any update
+    if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
+        dict.__setitem__(opt.state, "t", step)
+    return loss
+
+
+def forward_loss(net, x, t, where):
+    """Forward and loss on validated data: (loss as a float, the per-sample
+    loss gradient).  A loss that is not finite raises ``FloatingPointError``
+    naming ``where`` before any parameter gradient exists."""
+    out = net._forward(x)
+    dout = net._workspace("dout", out.shape[0], out.shape[1])
+    loss = float(net.kernels.loss_and_grad(net.loss.code, out, t, dout))
+    check_loss(loss, where)
+    return loss, dout
+
+
+def forward_backward(net, x, t, where, grad_scale=1.0):
+    """Forward, loss and backward on validated data; returns the loss (a float).
+
+    A loss that is not finite raises ``FloatingPointError`` naming ``where``
+    before the backward pass, so no gradient of a diverged step exists.
+    ``grad_scale`` multiplies the loss gradient, and so every gradient of the
+    backward pass, which is linear in it (distributed training weights each
+    rank's gradients by its share of the global batch this way).
+    """
+    loss, dout = forward_loss(net, x, t, where)
+    if grad_scale != 1.0:
+        dout *= grad_scale
+    net._backward(dout)
+    return loss
+
+
+def check_loss(loss, where):
+    """``FloatingPointError`` naming ``where`` when the loss is not finite."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"training diverged: the loss is {loss} {where}; that step's update was not "
+            "applied. Try a smaller learning rate or check the data."
+        )
