@@ -24,6 +24,9 @@ class Loss:
     takes_logits = False
     #: True when ``accuracy`` and ``predict_proba`` mean something.
     is_classifier = False
+    #: How ``accuracy`` counts, as a code of ``fastnet.kernels.ACCURACIES``
+    #: (the compiled epochs of ``fit`` count the same way).
+    accuracy_code = 0
 
     @property
     def code(self):
@@ -111,6 +114,7 @@ class SoftmaxCrossEntropy(Loss):
     name = "softmax_xent"
     takes_logits = True
     is_classifier = True
+    accuracy_code = 1
 
     def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         arr = as_array(y, "y")
@@ -172,6 +176,7 @@ class BinaryCrossEntropy(Loss):
     name = "bce_logits"
     takes_logits = True
     is_classifier = True
+    accuracy_code = 2
 
     def prepare_targets(self, y, n_samples, n_outputs, dtype, out=None):
         t = self._float_targets(y, n_samples, n_outputs, dtype, allow_labels=True)

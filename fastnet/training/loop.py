@@ -1,11 +1,14 @@
 """The epochs of ``fit``: minibatch SGD and full-batch gradient descent, on
 validated data (``X`` the network's dtype, ``T`` its targets) and checked state."""
 
+import time
+
 import numpy as np
 
 from fastnet._validation import kernel_ready
 from fastnet._workspace import aligned_empty
-from fastnet.training.steps import forward_backward, train_batch
+from fastnet.training.paths import execution_plan
+from fastnet.training.steps import forward_backward, show_fused, train_batch
 
 
 def batches(X, T, order, starts, batch_size):
@@ -33,16 +36,97 @@ def batch_accuracy(net, tb):
     return net.loss.accuracy(net.layers[-1].y, tb) * tb.shape[0]
 
 
+#: About how long one compiled call of ``epoch_sgd`` runs, in seconds: between
+#: calls the progress bar moves and Ctrl-C stops ``fit``.
+CHUNK_SECONDS = 0.2
+
+
 def epoch_sgd(net, X, T, order, starts, batch_size, epoch, bar):
     """One epoch of minibatch steps; returns (mean loss, accuracy), each batch's
-    measured before its update."""
+    measured before its update.  On the fused path the batches of
+    ``batch_size`` rows run in compiled calls of many steps each
+    (``compiled_steps``), the same steps on the same batches as one call per
+    step; a last, shorter batch takes a call of its own."""
     total_loss = total_acc = 0.0
+    n = X.shape[0]
+    whole = starts == range(0, n, batch_size)  # fit's own epoch, not a shard's steps
+    done = compiled_steps(net, X, T, order, batch_size, epoch, bar) if whole else None
+    if done is not None:
+        steps, total_loss, total_acc = done
+        starts = starts[steps:]
     for step, xb, tb in batches(X, T, order, starts, batch_size):
+        step += n // batch_size if done is not None else 0
         loss = train_batch(net, xb, tb, f"at epoch {epoch}, step {step}", x_max=net._x_max)
         total_acc += batch_accuracy(net, tb)  # from the outputs before the update
         total_loss += loss * xb.shape[0]
         bar.update()
-    return total_loss / X.shape[0], total_acc / X.shape[0]
+    return total_loss / n, total_acc / n
+
+
+def compiled_steps(net, X, T, order, batch_size, epoch, bar):
+    """The epoch's batches of exactly ``batch_size`` rows, in compiled calls of
+    about ``CHUNK_SECONDS`` each (``fused_sgd_epoch``, ``fused_adam_epoch``):
+    ``(steps taken, loss sum, correct predictions)``, or None off the fused
+    path (then nothing was done).  A step the compiled loop does not apply (a
+    refused update, a loss that is not finite) is taken again by
+    ``train_batch``, which looks at the exact bounds or raises, naming it."""
+    n_steps = X.shape[0] // batch_size
+    if n_steps == 0 or not (X.flags.c_contiguous and X.flags.writeable and T.flags.c_contiguous
+                            and T.flags.writeable):
+        return None
+    opt, k, loss_code = net.optimizer, net.kernels, net.loss.code
+    if net.plan(batch_size) != "fused":
+        return None
+    if order is None:
+        order = np.arange(X.shape[0], dtype=np.int64)
+    xbuf = net._workspace("epoch_x", batch_size, X.shape[1])
+    tbuf = net._workspace("epoch_t", batch_size, T.shape[1])
+    total_loss = total_acc = 0.0
+    done, chunk = 0, 4
+    if opt.state is None:  # the first step makes the optimizer's state, when it is applied
+        np.take(X, order[:batch_size], axis=0, out=xbuf)
+        np.take(T, order[:batch_size], axis=0, out=tbuf)
+        total_loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step 1", x_max=net._x_max) * batch_size
+        total_acc = batch_accuracy(net, tbuf)
+        done = 1
+        bar.update()
+    path, plan, buffers = execution_plan(net, batch_size)
+    show_fused(net, xbuf, buffers)
+    adam = isinstance(opt.state, dict)
+    totals = np.zeros(3)
+    while done < n_steps:
+        todo = min(chunk, n_steps - done)
+        totals[:] = 0
+        started = time.perf_counter()
+        first_t = opt._next_t() if adam else 0
+        try:
+            if adam:
+                k.fused_adam_epoch(X, T, order, done * batch_size, todo, xbuf, tbuf, plan, loss_code,
+                                   net.loss.accuracy_code, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                                   opt.weight_decay, first_t, net._bounds, net._m_bounds, net._x_max, totals)
+            else:
+                k.fused_sgd_epoch(X, T, order, done * batch_size, todo, xbuf, tbuf, plan, loss_code,
+                                  net.loss.accuracy_code, opt.lr, opt.momentum, opt.weight_decay,
+                                  bool(opt.nesterov and opt.momentum != 0), net._bounds, net._x_max, totals)
+        finally:  # even when interrupted: the steps applied are counted
+            applied = int(totals[2])
+            if adam:
+                dict.__setitem__(opt.state, "t", first_t - 1 + applied)
+        elapsed = time.perf_counter() - started
+        total_loss += float(totals[0])
+        total_acc += float(totals[1])
+        done += applied
+        bar.update(applied)
+        if applied < todo:  # step ``done`` was not applied: its batch is in the buffers
+            loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step {done + 1}", x_max=net._x_max)
+            total_acc += batch_accuracy(net, tbuf)
+            total_loss += loss * batch_size
+            done += 1
+            bar.update()
+        elif elapsed > 0:
+            chunk = max(1, min(4 * chunk, int(chunk * CHUNK_SECONDS / elapsed)))
+    show_fused(net, xbuf, buffers)
+    return n_steps, total_loss, total_acc
 
 
 def epoch_gd(net, X, T, order, starts, batch_size, epoch, bar):

@@ -25,12 +25,7 @@ def train_batch(net, x, t, where, keep_grads=False, x_max=None):
 def fused_step(net, x, t, where, plan, buffers, x_max=None):
     """The fused step: one compiled call (``fused_sgd_step`` or ``fused_adam_step``)."""
     opt, k, code = net.optimizer, net.kernels, net.loss.code
-    inp = x
-    for layer, (a, y, dz) in zip(net.layers, buffers, strict=True):
-        # the layers show this step's arrays (a layered pass since may have moved them)
-        layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
-        layer._dw = layer._db = layer._dx = None  # not materialised on this path
-        inp = y
+    show_fused(net, x, buffers)
     if type(opt) is Adam:
         step = opt._next_t()
 
@@ -53,6 +48,17 @@ def fused_step(net, x, t, where, plan, buffers, x_max=None):
     if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
         dict.__setitem__(opt.state, "t", step)
     return loss
+
+
+def show_fused(net, x, buffers):
+    """Point the layers' x, a, y and dz at a fused step's arrays for input x (a
+    layered pass since may have moved them); dw, db and dx are None: the
+    fused path does not form them."""
+    inp = x
+    for layer, (a, y, dz) in zip(net.layers, buffers, strict=True):
+        layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
+        layer._dw = layer._db = layer._dx = None
+        inp = y
 
 
 def forward_loss(net, x, t, where):

@@ -21,6 +21,7 @@ from .dense import (
                     dense_forward,
                     input_grad,
 )
+from .epoch import fused_adam_epoch, fused_sgd_epoch
 from .fused import fused_adam_step, fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
 from .optimizers import (
@@ -44,8 +45,10 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "flush_subnormal",
+    "fused_adam_epoch",
     "fused_adam_step",
     "fused_plan",
+    "fused_sgd_epoch",
     "fused_sgd_step",
     "input_grad",
     "loss_and_grad",

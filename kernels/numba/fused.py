@@ -279,6 +279,14 @@ W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED, DB, MW, MB = range(14)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
 
 
+def step_signature(dt):
+    """``compiled_step``'s numba signature for arrays of ``dt`` (a numba float type)."""
+    i64, f64, c1 = types.int64, types.float64, lambda t: types.Array(t, 1, "C")
+    return f64(_m(dt), _m(dt), c1(i64), types.Array(i64, 2, "C"), c1(f64), c1(dt), c1(i64), i64, i64, f64,
+               f64, f64, types.boolean, types.Array(f64, 2, "C"), types.Array(f64, 2, "C"), f64, f64, i64,
+               types.boolean, c1(dt), f64, f64, f64, i64, c1(f64))
+
+
 @jit
 def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay,
                   nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2, eps, step, m_bounds):
@@ -576,8 +584,6 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
         raise ValueError(f"bounds must be a writeable C-contiguous float64 array of shape {after.shape}, "
                          f"got {bounds!r:.80}")
     if (loss_kind, update, nesterov) not in plan.ready:
-        if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
-            raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
         _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
     try:
@@ -595,6 +601,8 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
 
 def _make_ready(plan, loss_kind, update, nesterov):
     """Compile (or load) every kernel a step of this loss and update reaches on this plan."""
+    if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
+        raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
     dtype, by_blas = plan.dtype, plan.gemm[0] != 0
     LEAVES.need(dtype, LOSS, loss_kind)
     if update == ADAM:

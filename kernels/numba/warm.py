@@ -30,11 +30,7 @@ def signatures(dtype):
     out = [(kernel, signature(dt).args)
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
     out += [
-        (fused.compiled_step, (m, m, types.Array(i64, 1, "C"), types.Array(i64, 2, "C"),
-                               types.Array(f64, 1, "C"), types.Array(dt, 1, "C"), types.Array(i64, 1, "C"),
-                               i64, i64, f64, f64, f64, types.boolean, types.Array(f64, 2, "C"),
-                               types.Array(f64, 2, "C"), f64, f64, i64, types.boolean,
-                               types.Array(dt, 1, "C"), f64, f64, f64, i64, types.Array(f64, 1, "C"))),
+        (fused.compiled_step, fused.step_signature(dt).args),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),
