@@ -10,7 +10,8 @@ from fastnet._changes import COUNT
 
 
 def _net(backend, optimizer, activation="relu"):
-    layers = [fn.DenseLayer(activation, 6, neurons_num=5, rng=0), fn.DenseLayer("identity", neurons_num=3, rng=1)]
+    layers = [fn.DenseLayer(activation, 6, neurons_num=5, rng=0),
+              fn.DenseLayer("identity", neurons_num=3, rng=1)]
     return fn.NeuralNetwork(layers, "softmax_xent", optimizer, backend=backend)
 
 
