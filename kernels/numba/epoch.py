@@ -149,5 +149,6 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),
                                 totals, STEP.table(dtype), plan.fns, plan.table, plan.alphas, plan.scratch,
                                 plan.codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,
-                                after, *plan.limits, *plan.gemm, plan.work, float(x_max), beta2, eps, step, m_bounds)
+                                after, *plan.limits, *plan.gemm, plan.work, float(x_max), beta2, eps, step,
+                                m_bounds)
     return int(done), float(code)
