@@ -69,7 +69,7 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
                                           gemm, wide, work, x_max, beta2, eps, step + j, m_bounds))
         if not (loss >= 0.0 and math.isfinite(loss)):
             return j, loss
-        totals[0] += loss * batch
+        totals[0] += float(loss) * batch  # float64, as the per-step loop sums (also interpreted)
         totals[1] += _correct(accuracy_kind, out, tbuf)
         totals[2] += 1
     return n_steps, 0.0

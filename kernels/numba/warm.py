@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from numba import types
 
-from . import dense, fused, losses, optimizers
+from . import dense, epoch, fused, losses, optimizers
 
 
 def signatures(dtype):
@@ -31,6 +31,8 @@ def signatures(dtype):
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
     out += [
         (fused.compiled_step, fused.step_signature(dt).args),
+        (epoch.compiled_epoch, (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(f64, 1, "C"),
+                                types.Array(i64, 1, "C"), *fused.step_signature(dt).args[2:])),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),
