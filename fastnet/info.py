@@ -193,7 +193,7 @@ FIRST_RESULT_CASES = {
     "fused-16": _step_case(16, "fn.SGD(1e-3)", "fused"),
     "fused-64": _step_case(64, "fn.SGD(1e-3)", "fused"),
     "fused-64-momentum": _step_case(64, "fn.SGD(1e-3, momentum=0.9)", "fused"),
-    "adam": _step_case(64, "fn.Adam(1e-3)", "layered"),
+    "fused-64-adam": _step_case(64, "fn.Adam(1e-3)", "fused"),
     "predict": """
 import fastnet as fn
 net, (x, _) = mlp(fn.SGD(1e-3)), data(1000)
@@ -223,7 +223,7 @@ report(start)
     "5-layers-after-warmup-16": _after_warmup_case((784, 256, 256, 128, 64, 10), 16),
 }
 #: The training paths among them, for ``fastnet info --compile-times``.
-PATH_CASES = ("fused-1", "fused-16", "fused-64", "fused-64-momentum", "adam", "predict")
+PATH_CASES = ("fused-1", "fused-16", "fused-64", "fused-64-momentum", "fused-64-adam", "predict")
 
 
 def first_result(code, cache_dir, kernels=False, llvm=False):

@@ -2,7 +2,7 @@
 ``fastnet.kernels.numpy.epoch``).
 
 ``compiled_epoch`` gathers each batch's rows into the plan's input buffers
-and calls the fused step (``fused.compiled_step``) through its address, so
+and calls the fused step (``fused.STEPS``) through its address, so
 the step is not compiled a second time inside the loop; the loss and the
 correct predictions are summed in the loop.  One call takes as many steps as
 its caller asks: ``fit`` asks for about a fifth of a second's worth, so its
@@ -16,11 +16,11 @@ import numpy as np
 from .. import ACCURACIES
 from .cpu import Leaves, array_at, jit
 from .dense import copy_row
-from .fused import ADAM, N_OUT, UPD_MOMENTUM, Y, _make_ready, _update_kernel, compiled_step, step_signature
+from .fused import ADAM, N_OUT, STEPS, UPD_MOMENTUM, Y, _make_ready, _update_kernel, step_signature
 
 __all__ = ["fused_adam_epoch", "fused_sgd_epoch"]
 
-STEP = Leaves((compiled_step, step_signature))
+STEP = Leaves((STEPS, step_signature))
 _step_call = STEP.call
 
 
@@ -55,7 +55,8 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
                    alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,
                    after, big, limit, gemm, wide, work, x_max, beta2, eps, step, m_bounds):
     """The loop of ``fused_sgd_epoch`` and ``fused_adam_epoch``: the arguments
-    after ``step_fns`` (``STEP.table(dtype)``) are ``compiled_step``'s, but x and t."""
+    after ``step_fns`` (``STEP.table(dtype)``) are the fused step's (``fused.STEPS``),
+    but x and t."""
     batch, n_layers = xbuf.shape[0], table.shape[0]
     out = array_at(table[n_layers - 1, Y], batch, table[n_layers - 1, N_OUT], xbuf)
     for j in range(n_steps):
@@ -64,9 +65,10 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
             row = order[first + r]
             copy_row(X[row], xbuf[r])
             copy_row(T[row], tbuf[r])
-        loss = _step_call(step_fns, 0, 0, (xbuf, tbuf, fns, table, alphas, scratch, codes, loss_kind, update,
-                                          lr, momentum, weight_decay, nesterov, bounds, after, big, limit,
-                                          gemm, wide, work, x_max, beta2, eps, step + j, m_bounds))
+        loss = _step_call(step_fns, 0, 1 if update == ADAM else 0,
+                          (xbuf, tbuf, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
+                           weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2,
+                           eps, step + j, m_bounds))
         if not (loss >= 0.0 and math.isfinite(loss)):
             return j, loss
         totals[0] += float(loss) * batch  # float64, as the per-step loop sums (also interpreted)
@@ -145,7 +147,7 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
     if (loss_kind, update, nesterov) not in plan.ready:
         _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
-    STEP.need(dtype, 0)
+    STEP.need(dtype, 0, int(update == ADAM))
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),
                                 totals, STEP.table(dtype), plan.fns, plan.table, plan.alphas, plan.scratch,
                                 plan.codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,

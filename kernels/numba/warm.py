@@ -30,7 +30,7 @@ def signatures(dtype):
     out = [(kernel, signature(dt).args)
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
     out += [
-        (fused.compiled_step, fused.step_signature(dt).args),
+        *((step, fused.step_signature(dt).args) for step in fused.STEPS),
         (epoch.compiled_epoch, (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(f64, 1, "C"),
                                 types.Array(i64, 1, "C"), *fused.step_signature(dt).args[2:])),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
