@@ -600,8 +600,8 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
     try:
         return STEPS[int(update == ADAM)](
             x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind, update, lr,
-            momentum, weight_decay, nesterov, bounds, after, *plan.limits, *plan.gemm, plan.work, float(x_max), beta2,
-            eps, step, m_bounds)
+            momentum, weight_decay, nesterov, bounds, after, *plan.limits, *plan.gemm, plan.work,
+            float(x_max), beta2, eps, step, m_bounds)
     except Exception:  # numba refused the arrays' types (checked here only then: it costs every step)
         for name, arr in (("x", x), ("t", t)):
             if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
