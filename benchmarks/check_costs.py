@@ -3,8 +3,8 @@
     python benchmarks/check_costs.py [--baseline REV] [--no-patch] [--only "B=256"]
 
 * ``train_step``: the 784-256-256-10 ReLU MLP, float32, numba, SGD with
-  momentum at B = 1, 16 and 256, plain SGD at B = 256 (all fused) and Adam at
-  B = 256 (layered), this checkout against the baseline, one call of each in
+  momentum at B = 1, 16 and 256, plain SGD and Adam at B = 256 (all on the
+  fused path), this checkout against the baseline, one call of each in
   turn.  The baseline is REV (default HEAD) with ``no_checks.patch`` applied
   (``baseline.patched``): the same code without the state's re-check before
   each step and without the update bounds (the scans of each layer's input and
