@@ -19,8 +19,8 @@ import fastnet as fn
 
 SIZES = (4, 4, 4, 3)  # two layers of one shape: one of them can be put in twice
 
-# path -> (optimizer factory, batch, keep_grads); the paths the numba backend
-# takes at these settings (on NumPy every one is "layered")
+# path -> (optimizer factory, batch, keep_grads, or "fit": four batches through fit); the paths
+# the numba backend takes at these settings (on NumPy every one is "layered")
 PATHS = {
     "fused": (lambda: fn.SGD(0.05, momentum=0.9), 3, False),  # products by the register tiles
     "fused-blas": (lambda: fn.SGD(0.05), 32, False),  # by BLAS, from the compiled step
@@ -29,6 +29,9 @@ PATHS = {
     "fused-blas-adam": (lambda: fn.Adam(1e-3), 32, False),
     "keep-grads": (lambda: fn.SGD(0.05, momentum=0.9), 3, True),
     "keep-grads-adam": (lambda: fn.Adam(1e-3), 3, True),
+    # fit, whose epochs run the fused step in compiled calls of many steps
+    "fit-momentum": (lambda: fn.SGD(0.05, momentum=0.9), 32, "fit"),
+    "fit-adam": (lambda: fn.Adam(1e-3), 32, "fit"),
 }
 
 
@@ -129,8 +132,8 @@ CASES = {
     "layer-appended": (lambda n: n.layers.append(_SPARE), ValueError,
                        r"this optimizer's state belongs to parameters of shapes"),
 }
-ONLY = {"adam-step-count": ("fused-adam", "fused-blas-adam", "keep-grads-adam"),
-        "adam-moments-replaced": ("fused-adam", "fused-blas-adam", "keep-grads-adam")}
+ONLY = {"adam-step-count": ("fused-adam", "fused-blas-adam", "keep-grads-adam", "fit-adam"),
+        "adam-moments-replaced": ("fused-adam", "fused-blas-adam", "keep-grads-adam", "fit-adam")}
 
 
 def run(backend):
@@ -140,17 +143,25 @@ def run(backend):
             if path not in ONLY.get(case, PATHS):
                 continue
             net = make_net(backend, make_opt())
-            x = rng.normal(size=(batch, SIZES[0])).astype(np.float32)
-            y = rng.integers(0, SIZES[-1], batch)
-            net.train_step(x, y, keep_grads=keep_grads)  # the state exists, the plan is built
-            taken = net.plan(batch) if not keep_grads else "layered"
+            rows = 4 * batch if keep_grads == "fit" else batch
+            x = rng.normal(size=(rows, SIZES[0])).astype(np.float32)
+            y = rng.integers(0, SIZES[-1], rows)
+
+            def train(net=net, x=x, y=y, batch=batch, keep_grads=keep_grads):
+                if keep_grads == "fit":
+                    net.fit(x, y, epochs=1, batch_size=batch, progress=False, rng=0)
+                else:
+                    net.train_step(x, y, keep_grads=keep_grads)
+
+            train()  # the state exists, the plan is built
+            taken = net.plan(batch) if keep_grads is not True else "layered"
             tamper(net)
             params = [p.copy() for p in _params(net)]
             state = [a.copy() for a in _state_arrays_safe(net.optimizer)]
             print(json.dumps({"start": [case, path]}), flush=True)
             outcome = {"case": case, "path": path, "taken": taken, "raised": None, "message": ""}
             try:
-                net.train_step(x, y, keep_grads=keep_grads)
+                train()
             except Exception as exc:  # noqa: BLE001 (the test looks at what it was)
                 outcome["raised"], outcome["message"] = type(exc).__name__, str(exc)
             outcome["unchanged"] = (

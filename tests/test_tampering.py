@@ -62,7 +62,7 @@ def test_the_paths_are_those_named():
     taken = {path: row["taken"] for (_, path), row in found.items() if "taken" in row}
     assert taken == {"fused": "fused", "fused-blas": "fused", "fused-blas-nesterov": "fused",
                      "fused-adam": "fused", "fused-blas-adam": "fused", "keep-grads": "layered",
-                     "keep-grads-adam": "layered"}
+                     "keep-grads-adam": "layered", "fit-momentum": "fused", "fit-adam": "fused"}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
