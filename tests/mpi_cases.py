@@ -23,6 +23,8 @@ SHUFFLE_SEED = 100  # rank r shuffles its shard with default_rng(SHUFFLE_SEED + 
 
 
 def make_optimizer(name):
+    if name == "sgd10":  # a learning rate whose update of a gradient near 3e37 overflows float32
+        return fn.SGD(10.0)
     return fn.Adam(1e-2) if name == "adam" else fn.SGD(0.1, momentum=0.9)
 
 
@@ -92,6 +94,13 @@ def main(case, outdir, **opts):
     # rank 1 starts from other weights: the broadcast from rank 0 must overwrite them
     net = make_net(dtype, backend, seed=rank, sizes=sizes, loss=loss,
                    optimizer=make_optimizer(opts.get("optimizer", "sgd")))
+    if case == "overflow":  # first-layer weights from input 0 tiny; rank 1's third batch huge there
+        net.layers[0].w[0] = 1e-38
+        X = X.copy()
+        X[:, 0] = 0
+        if rank == 1:
+            batch = int(opts.get("batch", 4))
+            X[2 * batch:3 * batch, 0] = 3e38
     if opts.get("warm1") and rank == 1:  # rank 1 also has optimizer state of its own: overwritten too
         net.fit(X, y, batch_size=3, progress=False, rng=5)
     arrays.update({f"before_{k}": v for k, v in _params(net).items()})

@@ -270,6 +270,20 @@ def test_divergence_on_one_rank_stops_all(tmp_path):
 
 
 @needs_mpi
+def test_an_update_that_could_overflow_is_refused_on_every_rank(tmp_path):
+    """Rank 1's third batch gives a finite loss but a first-layer gradient near
+    3e37, which lr = 10 turns into inf weights; before, the ranks applied the
+    reduced update unchecked.  Now every rank refuses it, as one process does,
+    naming the step, with nothing changed since step 2: the same on both."""
+    ranks = run_case(tmp_path, "overflow", batch=4, n0=40, n1=40, optimizer="sgd10")
+    for report, arrays in ranks:
+        assert report["error_type"] == "FloatingPointError", report
+        assert "step 3" in report["error"] and "layers[0] could overflow" in report["error"], report["error"]
+        assert all(np.isfinite(p).all() for p in params_of(arrays))
+    assert_replicas_identical(ranks)
+
+
+@needs_mpi
 def test_exception_on_one_rank_stops_all(tmp_path):
     ranks = run_case(tmp_path, "exception", batch=4, n0=40, n1=40)
     (r0, _), (r1, _) = ranks
