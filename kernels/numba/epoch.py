@@ -16,7 +16,7 @@ import numpy as np
 from .. import ACCURACIES
 from .cpu import Leaves, array_at, jit
 from .dense import copy_row
-from .fused import ADAM, N_OUT, STEPS, UPD_MOMENTUM, Y, _make_ready, _update_kernel, step_signature
+from .fused import ADAM, N_OUT, STEPS, Y, check_adam, ready, sgd_update, step_signature
 
 __all__ = ["fused_adam_epoch", "fused_sgd_epoch"]
 
@@ -80,9 +80,7 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
 def fused_sgd_epoch(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind, lr, momentum,
                     weight_decay, nesterov, bounds, x_max, totals):
     """Same contract as ``fastnet.kernels.numpy.fused_sgd_epoch``, in one compiled call."""
-    update = _update_kernel(plan.x_shape[0], momentum, weight_decay, plan.gemm[0] != 0)
-    if update == UPD_MOMENTUM and not plan.velocities:
-        raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
+    update = sgd_update(plan, momentum, weight_decay)
     return _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind, update, lr, momentum,
                 weight_decay, nesterov, bounds, x_max, 0.0, 0.0, 0, plan.no_m_bounds, totals)
 
@@ -90,14 +88,7 @@ def fused_sgd_epoch(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, ac
 def fused_adam_epoch(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind, lr, beta1,
                      beta2, eps, weight_decay, step, bounds, m_bounds, x_max, totals):
     """Same contract as ``fastnet.kernels.numpy.fused_adam_epoch``, in one compiled call."""
-    if not plan.moments:
-        raise ValueError("Adam needs the moments, and this plan was made without them")
-    if not (type(m_bounds) is np.ndarray and m_bounds.shape == plan.after.shape[:1]
-            and m_bounds.dtype == np.float64 and m_bounds.flags.c_contiguous and m_bounds.flags.writeable):
-        raise ValueError(f"m_bounds must be a writeable C-contiguous float64 array of shape "
-                         f"{plan.after.shape[:1]}, got {m_bounds!r:.80}")
-    if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step must be the step count after the first step, an int >= 1, got {step!r:.80}")
+    check_adam(plan, m_bounds, step)
     return _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind, ADAM, lr, beta1,
                 weight_decay, False, bounds, x_max, beta2, eps, int(step), m_bounds, totals)
 
@@ -139,14 +130,8 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
     if not 0 <= accuracy_kind < len(ACCURACIES):
         raise ValueError(f"accuracy_kind must index fastnet.kernels.ACCURACIES {ACCURACIES}, got "
                          f"{accuracy_kind!r}")
+    ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
-    if not (type(bounds) is np.ndarray and bounds.shape == after.shape and bounds.dtype == after.dtype
-            and bounds.flags.c_contiguous and bounds.flags.writeable):
-        raise ValueError(f"bounds must be a writeable C-contiguous float64 array of shape {after.shape}, "
-                         f"got {bounds!r:.80}")
-    if (loss_kind, update, nesterov) not in plan.ready:
-        _make_ready(plan, loss_kind, update, nesterov)
-        plan.ready.add((loss_kind, update, nesterov))
     STEP.need(dtype, 0, int(update == ADAM))
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),
                                 totals, STEP.table(dtype), plan.fns, plan.table, plan.alphas, plan.scratch,

@@ -561,9 +561,7 @@ def _update_kernel(batch, momentum, weight_decay, by_blas):
 
 def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, bounds, x_max=-1.0):
     """Same contract as ``fastnet.kernels.numpy.fused_sgd_step``, in one compiled call."""
-    update = _update_kernel(x.shape[0], momentum, weight_decay, plan.gemm[0] != 0)
-    if update == UPD_MOMENTUM and not plan.velocities:
-        raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
+    update = sgd_update(plan, momentum, weight_decay)
     return _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max,
                 0.0, 0.0, 0, plan.no_m_bounds)
 
@@ -571,6 +569,21 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
 def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds,
                     x_max=-1.0):
     """Same contract as ``fastnet.kernels.numpy.fused_adam_step``, in one compiled call."""
+    check_adam(plan, m_bounds, step)
+    return _run(x, t, plan, loss_kind, ADAM, lr, beta1, weight_decay, False, bounds, x_max,
+                beta2, eps, int(step), m_bounds)
+
+
+def sgd_update(plan, momentum, weight_decay):
+    """The update an SGD step on ``plan`` takes, refused when it needs velocities the plan lacks."""
+    update = _update_kernel(plan.x_shape[0], momentum, weight_decay, plan.gemm[0] != 0)
+    if update == UPD_MOMENTUM and not plan.velocities:
+        raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
+    return update
+
+
+def check_adam(plan, m_bounds, step):
+    """Refuse an Adam step's arguments that the compiled step would misuse."""
     if not plan.moments:
         raise ValueError("Adam needs the moments, and this plan was made without them")
     if not (type(m_bounds) is np.ndarray and m_bounds.shape == plan.after.shape[:1]
@@ -579,16 +592,10 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
                          f"{plan.after.shape[:1]}, got {m_bounds!r:.80}")
     if isinstance(step, (bool, np.bool_)) or not isinstance(step, (int, np.integer)) or step < 1:
         raise ValueError(f"step must be the step count after this step, an int >= 1, got {step!r:.80}")
-    return _run(x, t, plan, loss_kind, ADAM, lr, beta1, weight_decay, False, bounds, x_max,
-                beta2, eps, int(step), m_bounds)
 
 
-def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max, beta2, eps,
-         step, m_bounds):
-    """Both steps' checks of their arguments, the kernels made ready, and the compiled call."""
-    if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
-        raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
-                         f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
+def ready(plan, loss_kind, update, nesterov, bounds):
+    """Refuse bounds the step would misuse, and make every kernel it reaches ready."""
     after = plan.after
     if not (type(bounds) is np.ndarray and bounds.shape == after.shape and bounds.dtype == after.dtype
             and bounds.flags.c_contiguous and bounds.flags.writeable):
@@ -597,6 +604,16 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
     if (loss_kind, update, nesterov) not in plan.ready:
         _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
+
+
+def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max, beta2, eps,
+         step, m_bounds):
+    """Both steps' checks of their arguments, the kernels made ready, and the compiled call."""
+    if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
+        raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
+                         f"in {plan.dtype}, got {x.shape} {x.dtype} and {t.shape} {t.dtype}")
+    ready(plan, loss_kind, update, nesterov, bounds)
+    after = plan.after
     try:
         return STEPS[int(update == ADAM)](
             x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind, update, lr,
