@@ -30,7 +30,7 @@ from fastnet.kernels import numpy as R
 
 pytest.importorskip("numba")
 from fastnet.kernels import numba as J  # noqa: E402
-from fastnet.kernels.numba import cpu, dense, fused, tuning  # noqa: E402
+from fastnet.kernels.numba import cpu, dense, tuning, updates  # noqa: E402
 
 TOL = {np.float32: (1e-5, 1e-6), np.float64: (1e-12, 1e-12)}
 # batch sizes on both sides of every threshold of the JIT dispatch, and weights
@@ -72,9 +72,9 @@ def test_same_names_and_signatures():
     for name in R.__all__:
         ref, jit = getattr(R, name), getattr(J, name)
         assert inspect.signature(getattr(jit, "py_func", jit)) == inspect.signature(ref), name
-        # the same module on both sides: activations, dense, losses, optimizers or fused
+        # the same module on both sides: activations, dense, losses, optimizers, fused or epoch
         assert ref.__module__.rsplit(".", 1)[1] == getattr(jit, "py_func", jit).__module__.rsplit(".", 1)[1]
-    for module in ("activations", "dense", "losses", "optimizers", "fused"):
+    for module in ("activations", "dense", "losses", "optimizers", "fused", "epoch"):
         ref = importlib.import_module(f"fastnet.kernels.numpy.{module}")
         jit = importlib.import_module(f"fastnet.kernels.numba.{module}")
         assert jit.__all__ == ref.__all__, module
@@ -407,9 +407,9 @@ def _step_on_zero_weights(x, dz, update, dtype):
     elif update == "tiled-unaliased":
         dense.update_tiled_unaliased(x, dz, w, T(1), scratch)
     elif update == "rows":
-        fused.UPDATE_ROWS_PLAIN[fused.rows_code(x.shape[0])](x, dz, w, T(1), T(0), scratch)
+        updates.UPDATE_ROWS_PLAIN[updates.rows_code(x.shape[0])](x, dz, w, T(1), T(0), scratch)
     else:
-        update = fused.UPDATE_ROWS_MOMENTUM[fused.rows_code(x.shape[0])]
+        update = updates.UPDATE_ROWS_MOMENTUM[updates.rows_code(x.shape[0])]
         update(x, dz, w, np.zeros_like(w), T(1), T(0.9), T(0), False, scratch)
     return w
 
