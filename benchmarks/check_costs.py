@@ -39,7 +39,7 @@ def _net(mod, optimizer):
     return mod.NeuralNetwork(layers, "softmax_xent", optimizer, backend="numba")
 
 
-def _alternate(fa, fb, n):
+def alternate(fa, fb, n):
     """Medians of n calls of each, alternating, the first of each pair swapped
     every round (an order effect cancels)."""
     for _ in range(max(5, n // 10)):
@@ -77,7 +77,7 @@ def train_steps(base, only):
         ratios, times = [], []
         for _ in range(PAIRS):
             a, b = _net(base, optimizers[name](base)), _net(fn, optimizers[name](fn))
-            ma, mb = _alternate(lambda a=a, x=x, y=y: a.train_step(x, y),
+            ma, mb = alternate(lambda a=a, x=x, y=y: a.train_step(x, y),
                                 lambda b=b, x=x, y=y: b.train_step(x, y), n)
             ratios.append(ma / mb)
             times.append((ma, mb))
@@ -95,7 +95,7 @@ def lock_cost(only):
         if only and only not in label:
             continue
         x = rng.normal(size=(batch, 784)).astype(np.float32)
-        ta, tb = _alternate(lambda x=x: net.predict(x), lambda x=x: unlocked(net, x), n)
+        ta, tb = alternate(lambda x=x: net.predict(x), lambda x=x: unlocked(net, x), n)
         print(f"{label:28s} with the lock {ta * 1e6:.1f} us, without {tb * 1e6:.1f} us: "
               f"{ta / tb - 1:+.2%}", flush=True)
 
