@@ -211,7 +211,8 @@ class DataParallel:
             try:
                 if m:
                     # scaled by this rank's share of the global batch, into the buffer
-                    loss = training.forward_backward(net, xb, tb, where, m / self.step_sizes[step - 1])
+                    loss = training.gradients_into(net, xb, tb, where, m / self.step_sizes[step - 1],
+                                                   self.buf[:-3])
                     self.buf[-3] = loss * m
                     self.buf[-2] = training.batch_accuracy(net, tb)
                 else:  # this rank's shard has run out: an empty contribution

@@ -170,10 +170,14 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, dtype):
 @needs_mpi
 def test_numba_backend_agrees(tmp_path):
     """The JIT backend under MPI: the same result as the NumPy single-process
-    run, through the layered path (batch 4 would take the fused step, which
-    leaves no gradients to reduce; here the layers' gradients exist)."""
+    run.  Every step after the first forms its gradients by the fused step's
+    compiled first half (``fused_gradients``, into the reduction buffer); the
+    first, which makes the optimizer's state, by the layered passes.  The
+    layers' gradients are the buffer's views either way."""
     ranks = run_case(tmp_path, "fit", backend="numba", batch=4, n0=80, n1=80, epochs=2)
     assert all(r["error"] is None for r, _ in ranks), ranks[0][0].get("traceback")
+    assert all(r["fused_gradient_calls"] == 2 * 20 - 1 for r, _ in ranks), [r["fused_gradient_calls"]
+                                                                           for r, _ in ranks]
     assert_replicas_identical(ranks)
     assert all("grad0" in arrays for _, arrays in ranks)
     assert np.array_equal(ranks[0][1]["grad0"], ranks[1][1]["grad0"])

@@ -385,3 +385,38 @@ def test_empty_velocities_that_start_where_their_parameter_does():
                               np.zeros((2, 2)))
     got = jit.fused_sgd_step(x, t, jit.fused_plan(*arrays), 1, 0.1, 0.0, 0.0, False, np.zeros((2, 2)))
     assert np.isclose(got, want, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ["relu", "tanh", "gelu"])
+def test_fused_gradients_agree_and_change_no_parameter(activation, dtype):
+    """The gradients alone (distributed training's first half), scaled, into a
+    flat buffer in parameter order: the compiled twin against the reference,
+    and the reference against the layered passes' dw and db, at the tiles'
+    batches and BLAS's; the parameters untouched, nothing written past them.
+    Tolerance: one step's (module docstring)."""
+    from fastnet.kernels import numba as kj
+    from fastnet.kernels import numpy as kr
+
+    tol = STEP_TOL[dtype]
+    for batch in (1, 3, 7, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1, 64):
+        net = _wide_pair((activation, activation), lambda: fn.SGD(0.1), dtype)[0]  # the NumPy one
+        rng = np.random.default_rng(batch)
+        x = rng.normal(size=(batch, WIDE[0])).astype(dtype)
+        t = np.eye(WIDE[3], dtype=dtype)[rng.integers(0, WIDE[3], batch)]
+        net.backward(net.loss.grad(net.forward(x), t))  # the layered passes
+        layered = np.concatenate([g.reshape(-1) for g in net.gradients()])
+        got = {}
+        for k in (kr, kj):
+            ws, bs = [la.w.copy() for la in net.layers], [la.b.copy() for la in net.layers]
+            plan = k.fused_plan(ws, bs, [np.zeros((0, 0), dtype)] * 3, [np.zeros((0, 0), dtype)] * 3,
+                                [ACTIVATIONS.index(activation)] * 2 + [0], [0.0] * 3,
+                                *[[np.empty((batch, n), dtype) for n in WIDE[1:]] for _ in range(3)])
+            grads = np.full(layered.size + 2, np.nan, dtype)
+            assert np.isfinite(k.fused_gradients(x, t, plan, 1, 0.25, grads))
+            assert np.isnan(grads[-2:]).all()  # nothing written past the parameters
+            for p, la in zip(ws + bs, net.layers + net.layers, strict=True):
+                np.testing.assert_array_equal(p, la.w if p.shape == la.w.shape else la.b)
+            got[k] = grads[:-2]
+        _close(got[kj], got[kr], tol)
+        _close(got[kr], 0.25 * layered, tol)

@@ -3,8 +3,10 @@
 * ``plan(network, batch, comm=None, keep_grads=False) -> (path, reason)``:
   the one place that decides between the fused step and the layered path
   (``paths``), and ``execution_plan``, what a step on a batch size runs on.
-* ``train_batch``, ``forward_backward``: a training step, and the forward and
-  backward passes alone, on validated data (``steps``).
+* ``train_batch``, ``forward_backward``, ``gradients_into``: a training step,
+  the forward and backward passes alone, and a step's gradients alone into a
+  flat buffer (the fused step's first half where it runs), on validated data
+  (``steps``).
 * ``batches``, ``epoch_sgd``, ``epoch_gd``, ``gd_accumulate``,
   ``batch_accuracy``: the epochs of ``fit`` (``loop``); ``fastnet.distributed``
   builds its data-parallel epochs from the same pieces.
@@ -15,7 +17,7 @@ any of these runs: they take validated arrays and checked state.
 
 from fastnet.training.loop import batch_accuracy, batches, epoch_gd, epoch_sgd, gd_accumulate
 from fastnet.training.paths import PATHS, execution_plan, plan
-from fastnet.training.steps import forward_backward, forward_loss, train_batch
+from fastnet.training.steps import forward_backward, forward_loss, gradients_into, train_batch
 
 __all__ = ["PATHS", "batch_accuracy", "batches", "epoch_gd", "epoch_sgd", "execution_plan",
-           "forward_backward", "forward_loss", "gd_accumulate", "plan", "train_batch"]
+           "forward_backward", "forward_loss", "gd_accumulate", "gradients_into", "plan", "train_batch"]

@@ -50,6 +50,28 @@ def fused_step(net, x, t, where, plan, buffers, x_max=None):
     return loss
 
 
+def gradients_into(net, x, t, where, grad_scale, flat):
+    """The step's gradients alone, times ``grad_scale``, into ``flat`` (1-D, in
+    parameter order: [dw0, db0, dw1, db1, ...]), on validated data and checked
+    state: by the fused step's compiled first half where ``plan`` says
+    "fused" (one call), else by the layered passes, which write them where
+    the layers' ``gradients_into`` put them (``flat``'s views, distributed
+    training's reduction buffer).  Returns the loss; raises
+    ``FloatingPointError`` naming ``where`` when it is not finite, before any
+    gradient is written.  Nothing else changes."""
+    path, plan, buffers = ("layered", None, None)
+    if net.optimizer.state is not None:  # a plan is made from the state: the first step is layered
+        path, plan, buffers = execution_plan(net, x.shape[0])
+    if path != "fused":
+        return forward_backward(net, x, t, where, grad_scale)
+    show_fused(net, x, buffers)
+    loss = float(net.kernels.fused_gradients(x, t, plan, net.loss.code, grad_scale, flat))
+    check_loss(loss, where)
+    for layer in net.layers:  # the layers' dw and db: the views of flat, as after the layered passes
+        layer._dw, layer._db = layer._store.get("dw"), layer._store.get("db")
+    return loss
+
+
 def show_fused(net, x, buffers):
     """Point the layers' x, a, y and dz at a fused step's arrays for input x (a
     layered pass since may have moved them); dw, db and dx are None: the

@@ -62,7 +62,7 @@ from .updates import (
     update_bias_plain,
 )
 
-__all__ = ["fused_adam_step", "fused_plan", "fused_sgd_step"]
+__all__ = ["fused_adam_step", "fused_gradients", "fused_plan", "fused_sgd_step"]
 
 
 # -- the step ----------------------------------------------------------------------------------------
@@ -117,8 +117,18 @@ def step_signature(dt):
                types.boolean, c1(dt), f64, f64, f64, i64, c1(f64))
 
 
+@jit(inline="always")
+def _grad_offset(table, i):
+    """Where layer i's dw starts in a flat gradient buffer ([dw0, db0, dw1, db1, ...])."""
+    off = 0
+    for j in range(i):
+        off += table[j, N_IN] * table[j, N_OUT] + table[j, N_OUT]
+    return off
+
+
 def _make_step(code):
-    adam = code == 1  # a constant of the compiled function: the other optimizer's code is not compiled
+    # constants of the compiled function: the other variants' code is not compiled
+    adam, grads = code == 1, code == 2
 
     def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
                       weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2, eps,
@@ -142,7 +152,11 @@ def _make_step(code):
         ``beta2``, ``eps``, ``step`` the rest of ``adam_step``'s arguments;
         ``m_bounds`` as in ``fastnet.kernels.numpy.fused_adam_step``): dw and db
         formed whole in ``work``, by BLAS or by the tiles' plain update of zeros
-        with a step of -1."""
+        with a step of -1.
+
+        ``STEPS[2]``, the gradients alone (``fused_gradients``): ``lr`` times dw
+        and db written into ``work``, the flat gradient buffer, in parameter
+        order; no bound, no update."""
         T = x.dtype.type
         lr_, mu, wd = T(lr), T(momentum), T(weight_decay)
         one, zero, inv = T(1), T(0), T(1) / T(x.shape[0])
@@ -170,8 +184,12 @@ def _make_step(code):
             n_in, n_out = table[i, N_IN], table[i, N_OUT]
             w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
             a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
-            db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out)) if by_blas or adam else b
-            _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, db, by_blas or adam))
+            if grads:
+                at = _grad_offset(table, i) + n_in * n_out
+                db = work[at:at + n_out].reshape((1, n_out))
+            else:
+                db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out)) if by_blas or adam else b
+            _call(fns, ACT_GRAD, table[i, KIND], (alphas[i], a, y, g, g, db, by_blas or adam or grads))
             if i > 0:
                 g_in = array_at(table[i - 1, G], batch, n_in, x)
                 if by_blas:
@@ -179,6 +197,27 @@ def _make_step(code):
                 else:
                     _call(fns, DX, codes[1], (g, w, g_in))
                 g = g_in
+        if grads:  # lr (the scale) times dw and db, into the flat buffer
+            for i in range(n_layers):
+                n_in, n_out = table[i, N_IN], table[i, N_OUT]
+                x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
+                g, at = array_at(table[i, G], batch, n_out, x), _grad_offset(table, i)
+                dw = work[at:at + n_in * n_out].reshape((n_in, n_out))
+                if by_blas:
+                    matmul(gemm, wide, lr_ * inv, x_i, True, g, False, zero, dw)
+                else:  # dw = 0 - (-lr) x.T @ g / B
+                    dw_flat = dw.reshape(-1)
+                    for j in range(dw_flat.size):
+                        dw_flat[j] = zero
+                    if batch >= UPDATE_TILES_MIN_BATCH:
+                        _call(fns, UPD_TILED, table[i, ALIASED], (x_i, g, dw, -lr_, scratch))
+                    else:
+                        _call(fns, UPD_PLAIN, codes[2], (x_i, g, dw, -lr_, zero, scratch))
+                if lr_ != one:
+                    db = work[at + n_in * n_out:at + n_in * n_out + n_out]
+                    for j in range(n_out):
+                        db[j] *= lr_
+            return loss
         for i in range(n_layers - 1, -1, -1):  # every update checked before any is applied
             n_in, n_out = table[i, N_IN], table[i, N_OUT]
             x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
@@ -255,9 +294,15 @@ def _make_step(code):
     return compiled_step
 
 
-#: The fused step, by optimizer: ``STEPS[0]`` SGD, ``STEPS[1]`` Adam (one source: Adam's code
-#: compiled only where Adam trains, 0.2-0.5 s of each cold start).
-STEPS = by_code(_make_step, ("sgd", "adam"), jit)
+#: The fused step, by optimizer: ``STEPS[0]`` SGD, ``STEPS[1]`` Adam, ``STEPS[2]`` the gradients
+#: alone (one source: each compiles only its own code; Adam's cost 0.2-0.5 s of each cold start).
+STEPS = by_code(_make_step, ("sgd", "adam", "gradients"), jit)
+GRADS = ADAM + 1  # ``update`` for STEPS[2] (not a leaf)
+
+
+def step_code(update):
+    """Which of ``STEPS`` takes this ``update``."""
+    return 1 if update == ADAM else 2 if update == GRADS else 0
 
 
 class FusedPlan:
@@ -404,6 +449,17 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
                 beta2, eps, int(step), m_bounds)
 
 
+def fused_gradients(x, t, plan, loss_kind, grad_scale, grads):
+    """Same contract as ``fastnet.kernels.numpy.fused_gradients``, in one compiled call."""
+    need = sum(int(r[N_IN] * r[N_OUT] + r[N_OUT]) for r in plan.table)
+    if not (type(grads) is np.ndarray and grads.ndim == 1 and grads.dtype == plan.dtype
+            and grads.size >= need and grads.flags.c_contiguous and grads.flags.writeable):
+        raise ValueError(f"grads must be a writeable C-contiguous 1-D {plan.dtype} array of at least {need} "
+                         f"elements, got {grads!r:.80}")
+    return _run(x, t, plan, loss_kind, GRADS, grad_scale, 0.0, 0.0, False, plan.after, -1.0,
+                0.0, 0.0, 0, plan.no_m_bounds, work=grads)
+
+
 def sgd_update(plan, momentum, weight_decay):
     """The update an SGD step on ``plan`` takes, refused when it needs velocities the plan lacks."""
     update = _update_kernel(plan.x_shape[0], momentum, weight_decay, plan.gemm[0] != 0)
@@ -437,7 +493,7 @@ def ready(plan, loss_kind, update, nesterov, bounds):
 
 
 def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds, x_max, beta2, eps,
-         step, m_bounds):
+         step, m_bounds, work=None):
     """Both steps' checks of their arguments, the kernels made ready, and the compiled call."""
     if x.shape != plan.x_shape or t.shape != plan.t_shape or x.dtype != plan.dtype or t.dtype != plan.dtype:
         raise ValueError(f"this plan takes x of shape {plan.x_shape} and t of shape {plan.t_shape} "
@@ -445,10 +501,10 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
     ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
     try:
-        return STEPS[int(update == ADAM)](
+        return STEPS[step_code(update)](
             x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind, update, lr,
-            momentum, weight_decay, nesterov, bounds, after, *plan.limits, *plan.gemm, plan.work,
-            float(x_max), beta2, eps, step, m_bounds)
+            momentum, weight_decay, nesterov, bounds, after, *plan.limits, *plan.gemm,
+            plan.work if work is None else work, float(x_max), beta2, eps, step, m_bounds)
     except Exception:  # numba refused the arrays' types (checked here only then: it costs every step)
         for name, arr in (("x", x), ("t", t)):
             if not (arr.flags.c_contiguous and arr.flags.writeable and arr.flags.aligned):
@@ -464,8 +520,9 @@ def _make_ready(plan, loss_kind, update, nesterov):
         raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
     dtype, by_blas = plan.dtype, plan.gemm[0] != 0
     LEAVES.need(dtype, LOSS, loss_kind)
-    if update == ADAM:
-        LEAVES.need(dtype, ADAM)
+    if update in (ADAM, GRADS):
+        if update == ADAM:
+            LEAVES.need(dtype, ADAM)
         if not by_blas:  # dw by the tiles' plain update
             if plan.x_shape[0] >= UPDATE_TILES_MIN_BATCH:
                 for code in set(plan.table[:, ALIASED].tolist()):

@@ -25,7 +25,7 @@ from .dense import (
                     input_grad,
 )
 from .epoch import fused_adam_epoch, fused_sgd_epoch
-from .fused import fused_adam_step, fused_plan, fused_sgd_step
+from .fused import fused_adam_step, fused_gradients, fused_plan, fused_sgd_step
 from .losses import check_and_one_hot, loss_and_grad, loss_grad, loss_value, softmax
 from .optimizers import (
                     adam_step,
@@ -50,6 +50,7 @@ __all__ = [
     "flush_subnormal",
     "fused_adam_epoch",
     "fused_adam_step",
+    "fused_gradients",
     "fused_plan",
     "fused_sgd_epoch",
     "fused_sgd_step",

@@ -12,7 +12,7 @@ from .dense import dense_forward, input_grad
 from .losses import loss_grad, loss_value
 from .optimizers import adam_step, adam_update_bound, max_abs, safe_limits, sgd_step, sgd_update_bound
 
-__all__ = ["fused_adam_step", "fused_plan", "fused_sgd_step"]
+__all__ = ["fused_adam_step", "fused_gradients", "fused_plan", "fused_sgd_step"]
 
 
 FusedPlan = namedtuple("FusedPlan", "ws bs vws vbs kinds alphas as_ ys gs scratch mws mbs")
@@ -91,24 +91,54 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
     return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
 
 
-def _step(x, t, plan, loss_kind, bounds, x_max, bound, update):
-    """The step of both: forward, loss, every dz, every layer's bound
-    (``bound(layer, g_max, sums) -> (safe, bounds after)``), then the updates
-    (``update(layer, is_bias, parameter, gradient)``)."""
+def fused_gradients(x, t, plan, loss_kind, grad_scale, grads):
+    """The gradients of one step, as ``fused_sgd_step`` forms them, scaled by
+    ``grad_scale`` and written into ``grads`` (1-D, the plan's dtype) in
+    parameter order, each flattened: [dw0, db0, dw1, db1, ...]; the parameters
+    are not touched.  Returns the batch loss; when it is not finite, no
+    gradient is written.  (Distributed training reduces ``grads`` over the
+    ranks, then updates.)"""
+    loss = _backward(x, t, plan, loss_kind)
+    if not np.isfinite(loss):
+        return loss
+    at, batch = 0, x.shape[0]
+    for i, (w, g) in enumerate(zip(plan.ws, plan.gs, strict=True)):
+        x_i = x if i == 0 else plan.ys[i - 1]
+        grads[at:at + w.size] = (grad_scale * (x_i.T @ g / batch)).reshape(-1)
+        at += w.size
+        grads[at:at + g.shape[1]] = grad_scale * (g.sum(axis=0) / batch)
+        at += g.shape[1]
+    return loss
+
+
+def _backward(x, t, plan, loss_kind):
+    """Forward, the loss, and every layer's dz (in ``plan.gs``); returns the loss,
+    and stops before the gradients when it is not finite."""
     ws, bs, _, _, kinds, alphas, as_, ys, gs, _, _, _ = plan
-    n_layers, batch = len(ws), x.shape[0]
     inp = x
-    for i in range(n_layers):
+    for i in range(len(ws)):
         dense_forward(inp, ws[i], bs[i], kinds[i], alphas[i], as_[i], ys[i])
         inp = ys[i]
     loss = loss_value(loss_kind, ys[-1], t)
     if not np.isfinite(loss):
         return loss
     loss_grad(loss_kind, ys[-1], t, gs[-1])
-    for i in range(n_layers - 1, -1, -1):
+    for i in range(len(ws) - 1, -1, -1):
         activation_grad(kinds[i], alphas[i], as_[i], ys[i], gs[i], gs[i])
         if i > 0:
             input_grad(gs[i], ws[i], gs[i - 1])
+    return loss
+
+
+def _step(x, t, plan, loss_kind, bounds, x_max, bound, update):
+    """The step of both: forward, loss, every dz, every layer's bound
+    (``bound(layer, g_max, sums) -> (safe, bounds after)``), then the updates
+    (``update(layer, is_bias, parameter, gradient)``)."""
+    ws, bs, ys, gs = plan.ws, plan.bs, plan.ys, plan.gs
+    n_layers, batch = len(ws), x.shape[0]
+    loss = _backward(x, t, plan, loss_kind)
+    if not np.isfinite(loss):
+        return loss
     after = np.empty_like(bounds)
     for i in range(n_layers - 1, -1, -1):
         in_max = x_max if i == 0 and x_max >= 0 else max_abs(x if i == 0 else ys[i - 1])
