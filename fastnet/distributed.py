@@ -34,11 +34,14 @@ mean runs over the minibatches of all processes, computed by one
   exception, the others a ``DistributedError`` naming it (a
   ``FloatingPointError`` when the loss diverged).  No rank is left waiting.
 
-The fast paths of ``NeuralNetwork.plan`` (the fused small-batch step, the SGD
-step inside BLAS) are not used under a communicator: they update the weights
-without materialising the gradients, and the gradients are what the ranks
-must add.  mpi4py is imported only when
-a communicator is given.
+A step is split at the Allreduce: the fused step updates the weights without
+materialising the gradients, and the gradients are what the ranks must add.
+Where the fused step runs, its compiled first half (``fused_gradients``)
+writes each rank's gradients, scaled by its share of the global batch,
+straight into the reduction buffer (the first step, which makes the
+optimizer's state, and the other configurations take the layered passes);
+then the reduction; then the update, checked as one process checks it, the
+same on every rank.  mpi4py is imported only when a communicator is given.
 """
 
 import os

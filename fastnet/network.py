@@ -347,8 +347,11 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             batch is the sum over the ranks.  The parameters and optimizer
             state start as rank 0's, each step's gradients are averaged over
             the global batch by one Allreduce, the replicas stay identical,
-            and the history holds global means.  The fast paths of ``plan``
-            are not used (``plan(batch_size, comm)`` says ``"layered"``).  Only
+            and the history holds global means.  Where the fused step runs,
+            each step is split at the Allreduce: its gradients by the fused
+            step's compiled first half, straight into the reduction buffer,
+            then the reduction, then the checked update (``plan(batch_size,
+            comm)`` says ``"layered"``: the update is not fused).  Only
             rank 0 shows a progress bar; the history has ``allreduce_seconds``
             per epoch, this rank's time in the reductions.  Callbacks see the
             global figures on every rank, and training stops when one rank's
