@@ -118,6 +118,24 @@ def step_signature(dt):
 
 
 @jit(inline="always")
+def _weight_grad(fns, gemm, wide, scale, x, g, dw, aliased, codes, scratch):
+    """dw = scale x.T @ g / B, whole: by BLAS (``gemm`` not 0), else by the tiles'
+    plain update of zeros with a step of -scale."""
+    T = dw.dtype.type
+    zero = T(0)
+    if gemm != 0:
+        matmul(gemm, wide, scale / T(x.shape[0]), x, True, g, False, zero, dw)
+        return
+    dw_flat = dw.reshape(-1)
+    for j in range(dw_flat.size):
+        dw_flat[j] = zero
+    if x.shape[0] >= UPDATE_TILES_MIN_BATCH:
+        _call(fns, UPD_TILED, aliased, (x, g, dw, -scale, scratch))
+    else:
+        _call(fns, UPD_PLAIN, codes[2], (x, g, dw, -scale, zero, scratch))
+
+
+@jit(inline="always")
 def _grad_offset(table, i):
     """Where layer i's dw starts in a flat gradient buffer ([dw0, db0, dw1, db1, ...])."""
     off = 0
@@ -203,16 +221,7 @@ def _make_step(code):
                 x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
                 g, at = array_at(table[i, G], batch, n_out, x), _grad_offset(table, i)
                 dw = work[at:at + n_in * n_out].reshape((n_in, n_out))
-                if by_blas:
-                    matmul(gemm, wide, lr_ * inv, x_i, True, g, False, zero, dw)
-                else:  # dw = 0 - (-lr) x.T @ g / B
-                    dw_flat = dw.reshape(-1)
-                    for j in range(dw_flat.size):
-                        dw_flat[j] = zero
-                    if batch >= UPDATE_TILES_MIN_BATCH:
-                        _call(fns, UPD_TILED, table[i, ALIASED], (x_i, g, dw, -lr_, scratch))
-                    else:
-                        _call(fns, UPD_PLAIN, codes[2], (x_i, g, dw, -lr_, zero, scratch))
+                _weight_grad(fns, gemm, wide, lr_, x_i, g, dw, table[i, ALIASED], codes, scratch)
                 if lr_ != one:
                     db = work[at + n_in * n_out:at + n_in * n_out + n_out]
                     for j in range(n_out):
@@ -243,16 +252,7 @@ def _make_step(code):
             if adam:
                 db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out))
                 dw = work[dw_at:dw_at + n_in * n_out].reshape((n_in, n_out))
-                if by_blas:
-                    matmul(gemm, wide, inv, x_i, True, g, False, zero, dw)
-                else:  # dw = 0 - (-1) x.T @ g / B
-                    dw_flat = dw.reshape(-1)
-                    for j in range(dw_flat.size):
-                        dw_flat[j] = zero
-                    if batch >= UPDATE_TILES_MIN_BATCH:
-                        _call(fns, UPD_TILED, table[i, ALIASED], (x_i, g, dw, -one, scratch))
-                    else:
-                        _call(fns, UPD_PLAIN, codes[2], (x_i, g, dw, -one, zero, scratch))
+                _weight_grad(fns, gemm, wide, one, x_i, g, dw, table[i, ALIASED], codes, scratch)
                 mw, vw = array_at(table[i, MW], n_in, n_out, x), array_at(table[i, VW], n_in, n_out, x)
                 mb, vb = array_at(table[i, MB], _ONE, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
                 _call(fns, ADAM, 0, (w, dw, mw, vw, lr, momentum, beta2, eps, weight_decay, step))
