@@ -94,7 +94,7 @@ class StateChecks:
             opt.step(self._k, self.parameters(), grads)
         self._bounds[...] = after
 
-    def _check_updates(self, where, g_maxes, sums, rescanned=None, exact=False, tentative=False):
+    def _check_updates(self, where, g_maxes, sums, rescanned=None, exact=False):
         """The parameter and state bounds after this step's updates, when every
         layer's update is safe (``kernels.sgd_update_bound``: no value it forms
         can overflow); otherwise ``FloatingPointError``, and nothing changed.
@@ -103,8 +103,7 @@ class StateChecks:
         refusal on the bounds the steps carry forward is looked at again on the
         exact ones (a pass over the parameters and state; ``rescanned()``, when
         given, the gradients' bounds with the batch's own input scanned, not the
-        data set's bound) before it stands.  With
-        ``tentative``, a refusal returns None instead (nothing looked at again)."""
+        data set's bound) before it stands."""
         opt, k = self._optimizer, self._k
         big, limit = k.safe_limits(self.dtype)
         bounds, m_bounds = self._bounds, self._m_bounds
@@ -124,8 +123,6 @@ class StateChecks:
                 safe = math.isfinite(g) and sums * g <= big
                 after[i] = np.inf
             if not safe:
-                if tentative:
-                    return None
                 if not exact:
                     self._exact_bounds()
                     g_exact = g_maxes if rescanned is None else rescanned()
@@ -148,25 +145,21 @@ class StateChecks:
                 self._bounds[i, 1] = max(k.max_abs(st["v"][2 * i]), k.max_abs(st["v"][2 * i + 1]))
                 self._m_bounds[i] = max(k.max_abs(st["m"][2 * i]), k.max_abs(st["m"][2 * i + 1]))
 
-    def _grad_bounds(self, x_max=None, dz_maxes=None, x_maxes=None):
+    def _grad_bounds(self, x_max=None):
         """Bounds on each layer's gradient after a backward pass: its dz's
-        largest magnitude (or ``dz_maxes``' bound) times its input's (at least
-        1: the bias's "input"), both scanned (or given: ``x_maxes``); ``x_max``,
-        when given, bounds the first layer's input (train_step: from its check;
-        fit: the data set's).
+        largest magnitude times its input's (at least 1: the bias's "input"),
+        both scanned; ``x_max``, when given, bounds the first layer's input
+        (train_step: from its check; fit: the data set's).
 
         Scanned, not bounded from the forward arithmetic: the bounds feed the
         parameters' bounds of the next step, and bounds of bounds grow
         geometrically (measured: refusals to look at again every 7th step)."""
         k, out = self._k, []
         for i, la in enumerate(self.layers):
-            if x_maxes is not None:
-                x_i = x_maxes[i]
-            else:
-                x_i = x_max if i == 0 and x_max is not None else k.max_abs(la._x)
-            dz = k.max_abs(la._dz) if dz_maxes is None else dz_maxes[i]
-            out.append(dz * max(x_i, 1.0))
+            x_i = x_max if i == 0 and x_max is not None else k.max_abs(la._x)
+            out.append(k.max_abs(la._dz) * max(x_i, 1.0))
         return out
+
 
 def _twice(j, i):
     return (f"layers[{j}] and layers[{i}] are the same DenseLayer object; each position needs a layer "

@@ -44,20 +44,11 @@ class Activation:
     def __repr__(self):
         return f"{type(self).__name__}()"
 
-    def derivative_bound(self):
-        """A bound on |f'(a)| over every a, with which a network bounds a
-        layer's dz from the one above before it is computed; None: unknown."""
-        return None
-
 
 class Identity(Activation):
     """f(a) = a.  The output activation for the cross-entropy losses (logits)."""
 
     name = "identity"
-
-    def derivative_bound(self):
-        return 1.0
-
 
 
 class Sigmoid(Activation):
@@ -65,29 +56,17 @@ class Sigmoid(Activation):
 
     name = "sigmoid"
 
-    def derivative_bound(self):
-        return 0.25
-
-
 
 class Tanh(Activation):
     """f(a) = tanh(a)."""
 
     name = "tanh"
 
-    def derivative_bound(self):
-        return 1.0
-
-
 
 class ReLU(Activation):
     """f(a) = max(a, 0); f'(0) is taken as 0."""
 
     name = "relu"
-
-    def derivative_bound(self):
-        return 1.0
-
 
 
 class _WithAlpha(Activation):
@@ -125,9 +104,6 @@ class LeakyReLU(_WithAlpha):
 
     name = "leaky_relu"
 
-    def derivative_bound(self):
-        return max(1.0, self.alpha)
-
     default_alpha = 0.01
 
 
@@ -135,9 +111,6 @@ class ELU(_WithAlpha):
     """f(a) = a for a > 0, alpha * (exp(a) - 1) otherwise (alpha defaults to 1)."""
 
     name = "elu"
-
-    def derivative_bound(self):
-        return max(1.0, self.alpha)
 
     default_alpha = 1.0
 
@@ -147,20 +120,12 @@ class Softplus(Activation):
 
     name = "softplus"
 
-    def derivative_bound(self):
-        return 1.0
-
-
 
 class GELU(Activation):
     """Gaussian error linear unit, tanh form:
     f(a) = 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))."""
 
     name = "gelu"
-
-    def derivative_bound(self):
-        return 1.13  # the tanh form's largest slope is 1.129, near a = 1.5
-
 
 
 _BY_NAME = {

@@ -195,15 +195,6 @@ class DataParallel:
         if self.buf[-1] != 0:
             _raise_failures(self.comm, error, f"training {what}")
 
-    def _apply(self, where):
-        """The update from the reduced gradients, checked first as a single
-        process checks it (``FloatingPointError``, nothing changed, when it could
-        overflow).  Every rank has the same gradients and parameters, so every
-        rank decides the same: the replicas stay identical without a message."""
-        k, grads = self.net.kernels, self.grads
-        g_maxes = [max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])) for i in range(len(grads) // 2)]
-        self.net._apply(grads, where, g_maxes, 1)
-
     def epoch_sgd(self, X, T, order, starts, batch_size, epoch, bar):
         net = self.net
         total_loss = total_correct = 0.0
@@ -223,7 +214,9 @@ class DataParallel:
             except Exception as exc:
                 error = exc
             self._reduce(error, where)
-            self._apply(where)
+            # checked as one process checks it; every rank has the same gradients and parameters,
+            # so every rank decides the same: the replicas stay identical without a message
+            training.apply_gradients(net, self.grads, where)
             total_loss += float(self.buf[-3])
             total_correct += float(self.buf[-2])
             bar.update()
@@ -241,7 +234,7 @@ class DataParallel:
         except Exception as exc:
             error = exc
         self._reduce(error, f"at epoch {epoch}")
-        self._apply(f"at epoch {epoch}")
+        training.apply_gradients(net, self.grads, f"at epoch {epoch}")
         return float(self.buf[-3]) / self.n_total, float(self.buf[-2]) / self.n_total
 
 

@@ -7,6 +7,7 @@
   the forward and backward passes alone, and a step's gradients alone into a
   flat buffer (the fused step's first half where it runs), on validated data
   (``steps``).
+* ``apply_gradients``: the checked update from gradients given whole.
 * ``batches``, ``epoch_sgd``, ``epoch_gd``, ``gd_accumulate``,
   ``batch_accuracy``: the epochs of ``fit`` (``loop``); ``fastnet.distributed``
   builds its data-parallel epochs from the same pieces.
@@ -17,7 +18,13 @@ any of these runs: they take validated arrays and checked state.
 
 from fastnet.training.loop import batch_accuracy, batches, epoch_gd, epoch_sgd, gd_accumulate
 from fastnet.training.paths import PATHS, execution_plan, plan
-from fastnet.training.steps import forward_backward, forward_loss, gradients_into, train_batch
+from fastnet.training.steps import (
+           apply_gradients,
+           forward_backward,
+           forward_loss,
+           gradients_into,
+           train_batch,
+)
 
-__all__ = ["PATHS", "batch_accuracy", "batches", "epoch_gd", "epoch_sgd", "execution_plan",
+__all__ = ["PATHS", "apply_gradients", "batch_accuracy", "batches", "epoch_gd", "epoch_sgd", "execution_plan",
            "forward_backward", "forward_loss", "gd_accumulate", "gradients_into", "plan", "train_batch"]

@@ -8,7 +8,7 @@ import numpy as np
 from fastnet._validation import kernel_ready
 from fastnet._workspace import aligned_empty
 from fastnet.training.paths import execution_plan
-from fastnet.training.steps import forward_backward, show_fused, train_batch
+from fastnet.training.steps import apply_gradients, forward_backward, show_fused, train_batch
 
 
 def batches(X, T, order, starts, batch_size):
@@ -132,10 +132,7 @@ def compiled_steps(net, X, T, order, batch_size, epoch, bar):
 def epoch_gd(net, X, T, order, starts, batch_size, epoch, bar):
     """One full-batch step: the epoch's mean gradient (``gd_accumulate``), then one update."""
     acc_grads, total_loss, total_acc = gd_accumulate(net, X, T, order, starts, batch_size, epoch, bar)
-    k = net.kernels
-    g_maxes = [max(k.max_abs(acc_grads[2 * i]), k.max_abs(acc_grads[2 * i + 1]))
-               for i in range(len(net.layers))]
-    net._apply(acc_grads, f"at epoch {epoch}", g_maxes, 1)  # the state was checked by fit
+    apply_gradients(net, acc_grads, f"at epoch {epoch}")  # the state was checked by fit
     return total_loss / X.shape[0], total_acc / X.shape[0]
 
 

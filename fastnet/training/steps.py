@@ -83,6 +83,16 @@ def show_fused(net, x, buffers):
         inp = y
 
 
+def apply_gradients(net, grads, where):
+    """The optimizer's update from gradients given whole (one array per
+    parameter, in parameter order: an epoch's mean, or the ranks' reduced
+    ones), on checked state, once every layer's update is known to be safe
+    (``FloatingPointError`` naming ``where`` otherwise, nothing changed)."""
+    k = net.kernels
+    g_maxes = [max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])) for i in range(len(grads) // 2)]
+    net._apply(grads, where, g_maxes, 1)
+
+
 def forward_loss(net, x, t, where):
     """Forward and loss on validated data: (loss as a float, the per-sample
     loss gradient).  A loss that is not finite raises ``FloatingPointError``

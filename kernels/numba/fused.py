@@ -315,7 +315,7 @@ class FusedPlan:
 
     __slots__ = ("arrays", "table", "alphas", "scratch", "codes", "fns", "dtype", "x_shape", "t_shape",
                  "velocities", "moments", "ready", "after", "limits", "gemm", "work", "mws", "mbs",
-                 "no_m_bounds")
+                 "no_m_bounds", "n_params")
 
     def __reduce__(self):
         ws, bs, vws, vbs, as_, ys, gs, kinds, alphas = (list(c) for c in zip(*self.arrays, strict=True))
@@ -382,6 +382,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     plan.x_shape, plan.t_shape = (batch, int(table[0, N_IN])), (batch, int(table[-1, N_OUT]))
     plan.velocities, plan.moments, plan.ready = all(velocities), moments, set()
     plan.mws, plan.mbs, plan.no_m_bounds = tuple(mws), tuple(mbs), np.zeros(len(layers))  # SGD's m_bounds
+    plan.n_params = sum(w.size + b.size for w, b in zip(ws, bs, strict=True))  # fused_gradients' buffer
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch)], np.int64)
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
@@ -451,7 +452,7 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
 
 def fused_gradients(x, t, plan, loss_kind, grad_scale, grads):
     """Same contract as ``fastnet.kernels.numpy.fused_gradients``, in one compiled call."""
-    need = sum(int(r[N_IN] * r[N_OUT] + r[N_OUT]) for r in plan.table)
+    need = plan.n_params
     if not (type(grads) is np.ndarray and grads.ndim == 1 and grads.dtype == plan.dtype
             and grads.size >= need and grads.flags.c_contiguous and grads.flags.writeable):
         raise ValueError(f"grads must be a writeable C-contiguous 1-D {plan.dtype} array of at least {need} "
