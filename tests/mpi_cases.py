@@ -101,16 +101,18 @@ def main(case, outdir, **opts):
         if rank == 1:
             batch = int(opts.get("batch", 4))
             X[2 * batch:3 * batch, 0] = 3e38
-    fused_calls = {"n": 0}
-    if backend == "numba":  # count the steps whose gradients take the fused step's first half
+    fused_calls = {"fused_gradients": 0, "fused_sgd_apply": 0, "fused_adam_apply": 0}
+    if backend == "numba":  # count the steps whose gradients and updates take the compiled calls
         kernels = net.kernels
-        real_gradients = kernels.fused_gradients
 
-        def counted(*args):
-            fused_calls["n"] += 1
-            return real_gradients(*args)
+        def counted(name, real):
+            def call(*args):
+                fused_calls[name] += 1
+                return real(*args)
+            return call
 
-        kernels.fused_gradients = counted
+        for name in fused_calls:
+            setattr(kernels, name, counted(name, getattr(kernels, name)))
     if opts.get("warm1") and rank == 1:  # rank 1 also has optimizer state of its own: overwritten too
         net.fit(X, y, batch_size=3, progress=False, rng=5)
     arrays.update({f"before_{k}": v for k, v in _params(net).items()})
@@ -156,7 +158,8 @@ def main(case, outdir, **opts):
     if case == "fit" and report["error"] is None:
         arrays.update({f"grad{i}": g.copy() for i, g in enumerate(net.gradients())})
     np.savez(Path(outdir) / f"rank{rank}.npz", **arrays)
-    report["fused_gradient_calls"] = fused_calls["n"]
+    report["fused_gradient_calls"] = fused_calls["fused_gradients"]
+    report["fused_apply_calls"] = fused_calls["fused_sgd_apply"] + fused_calls["fused_adam_apply"]
     Path(outdir, f"rank{rank}.json").write_text(json.dumps(report))
 
 

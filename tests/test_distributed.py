@@ -168,22 +168,27 @@ def test_two_ranks_equal_one_process_with_twice_the_batch(tmp_path, dtype):
 
 
 @needs_mpi
-def test_numba_backend_agrees(tmp_path):
+@pytest.mark.parametrize(("optimizer", "dtype"), [("sgd", np.float32), ("adam", np.float64)])
+def test_numba_backend_agrees(tmp_path, optimizer, dtype):
     """The JIT backend under MPI: the same result as the NumPy single-process
     run.  Every step after the first forms its gradients by the fused step's
-    compiled first half (``fused_gradients``, into the reduction buffer); the
-    first, which makes the optimizer's state, by the layered passes.  The
-    layers' gradients are the buffer's views either way."""
-    ranks = run_case(tmp_path, "fit", backend="numba", batch=4, n0=80, n1=80, epochs=2)
+    compiled first half (``fused_gradients``, into the reduction buffer) and
+    applies the reduced ones by one compiled call (``fused_sgd_apply``); the
+    first, which makes the optimizer's state, takes the layered passes and the
+    optimizer's kernels.  The layers' gradients are the buffer's views either way.
+    (Adam in float64: its step amplifies the rounding of a vanishing gradient by
+    up to lr / eps, see test_fused_step.)"""
+    ranks = run_case(tmp_path, "fit", backend="numba", batch=4, n0=80, n1=80, epochs=2, optimizer=optimizer,
+                     dtype=np.dtype(dtype).name)
     assert all(r["error"] is None for r, _ in ranks), ranks[0][0].get("traceback")
-    assert all(r["fused_gradient_calls"] == 2 * 20 - 1 for r, _ in ranks), [r["fused_gradient_calls"]
-                                                                           for r, _ in ranks]
+    for key in ("fused_gradient_calls", "fused_apply_calls"):
+        assert all(r[key] == 2 * 20 - 1 for r, _ in ranks), (key, [r[key] for r, _ in ranks])
     assert_replicas_identical(ranks)
     assert all("grad0" in arrays for _, arrays in ranks)
     assert np.array_equal(ranks[0][1]["grad0"], ranks[1][1]["grad0"])
-    net, losses, _ = reference_sgd(np.float32, "numpy", 80, 80, 4, 2)
-    assert_close(params_of(ranks[0][1]), net.parameters(), np.float32, 40, 8)
-    np.testing.assert_allclose(ranks[0][0]["history"]["loss"], losses, rtol=1e-5)
+    net, losses, _ = reference_sgd(dtype, "numpy", 80, 80, 4, 2, optimizer=optimizer)
+    assert_close(params_of(ranks[0][1]), net.parameters(), dtype, 40, 8)
+    np.testing.assert_allclose(ranks[0][0]["history"]["loss"], losses, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
 @needs_mpi
@@ -274,12 +279,14 @@ def test_divergence_on_one_rank_stops_all(tmp_path):
 
 
 @needs_mpi
-def test_an_update_that_could_overflow_is_refused_on_every_rank(tmp_path):
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_an_update_that_could_overflow_is_refused_on_every_rank(tmp_path, backend):
     """Rank 1's third batch gives a finite loss but a first-layer gradient near
     3e37, which lr = 10 turns into inf weights; before, the ranks applied the
     reduced update unchecked.  Now every rank refuses it, as one process does,
-    naming the step, with nothing changed since step 2: the same on both."""
-    ranks = run_case(tmp_path, "overflow", batch=4, n0=40, n1=40, optimizer="sgd10")
+    naming the step, with nothing changed since step 2: the same on both (on
+    numba, the reduced update is refused by the compiled call)."""
+    ranks = run_case(tmp_path, "overflow", batch=4, n0=40, n1=40, optimizer="sgd10", backend=backend)
     for report, arrays in ranks:
         assert report["error_type"] == "FloatingPointError", report
         assert "step 3" in report["error"] and "layers[0] could overflow" in report["error"], report["error"]

@@ -83,14 +83,49 @@ def show_fused(net, x, buffers):
         inp = y
 
 
-def apply_gradients(net, grads, where):
+def apply_gradients(net, grads, where, flat=None, batch=None):
     """The optimizer's update from gradients given whole (one array per
     parameter, in parameter order: an epoch's mean, or the ranks' reduced
     ones), on checked state, once every layer's update is known to be safe
-    (``FloatingPointError`` naming ``where`` otherwise, nothing changed)."""
+    (``FloatingPointError`` naming ``where`` otherwise, nothing changed).
+
+    ``flat``, ``batch``: when ``grads`` are the views of one 1-D buffer, in
+    ``fused_gradients``' layout (distributed training's reduced buffer), and
+    the execution plan for ``batch`` rows is fused, one compiled call checks
+    and applies the update (``fused_sgd_apply``, ``fused_adam_apply``: the
+    same kernels, the same parameters bit for bit); else the optimizer's
+    kernels, parameter by parameter, from Python."""
     k = net.kernels
+    if flat is not None and net.optimizer.state is not None:  # a plan is made from the state
+        path, plan, _ = execution_plan(net, batch)
+        if path == "fused":
+            return _apply_fused(net, plan, grads, flat, where)
     g_maxes = [max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])) for i in range(len(grads) // 2)]
     net._apply(grads, where, g_maxes, 1)
+
+
+def _apply_fused(net, plan, grads, flat, where):
+    opt, k = net.optimizer, net.kernels
+    if type(opt) is Adam:
+        step = opt._next_t()
+
+        def run():
+            return k.fused_adam_apply(plan, flat, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
+                                      step, net._bounds, net._m_bounds)
+    else:
+        step = None
+
+        def run():
+            return k.fused_sgd_apply(plan, flat, opt.lr, opt.momentum, opt.weight_decay,
+                                     bool(opt.nesterov and opt.momentum != 0), net._bounds)
+    if run() < 0:  # refused on the bounds carried forward: again, on exact ones
+        net._exact_bounds()
+        refused = run()
+        if refused < 0:
+            i = int(-refused) - 1
+            _refuse_update(where, i, max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])), net.dtype)
+    if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
+        dict.__setitem__(opt.state, "t", step)
 
 
 def forward_loss(net, x, t, where):

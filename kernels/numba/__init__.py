@@ -18,6 +18,7 @@ other differently-typed arrays first).
 
 from . import blas, cpu, tiles, tuning, updates  # noqa: F401 (the package's other modules, as attributes)
 from .activations import activation_derivative, activation_forward, activation_grad
+from .apply import fused_adam_apply, fused_sgd_apply
 from .dense import (
                     dense_backward,
                     dense_forward,
@@ -47,10 +48,12 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "flush_subnormal",
+    "fused_adam_apply",
     "fused_adam_epoch",
     "fused_adam_step",
     "fused_gradients",
     "fused_plan",
+    "fused_sgd_apply",
     "fused_sgd_epoch",
     "fused_sgd_step",
     "input_grad",

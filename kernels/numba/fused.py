@@ -136,7 +136,7 @@ def _weight_grad(fns, gemm, wide, scale, x, g, dw, aliased, codes, scratch):
 
 
 @jit(inline="always")
-def _grad_offset(table, i):
+def grad_offset(table, i):
     """Where layer i's dw starts in a flat gradient buffer ([dw0, db0, dw1, db1, ...])."""
     off = 0
     for j in range(i):
@@ -203,7 +203,7 @@ def _make_step(code):
             w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
             a, y = array_at(table[i, A], batch, n_out, x), array_at(table[i, Y], batch, n_out, x)
             if grads:
-                at = _grad_offset(table, i) + n_in * n_out
+                at = grad_offset(table, i) + n_in * n_out
                 db = work[at:at + n_out].reshape((1, n_out))
             else:
                 db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out)) if by_blas or adam else b
@@ -219,7 +219,7 @@ def _make_step(code):
             for i in range(n_layers):
                 n_in, n_out = table[i, N_IN], table[i, N_OUT]
                 x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
-                g, at = array_at(table[i, G], batch, n_out, x), _grad_offset(table, i)
+                g, at = array_at(table[i, G], batch, n_out, x), grad_offset(table, i)
                 dw = work[at:at + n_in * n_out].reshape((n_in, n_out))
                 _weight_grad(fns, gemm, wide, lr_, x_i, g, dw, table[i, ALIASED], codes, scratch)
                 if lr_ != one:
@@ -452,21 +452,21 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
 
 def fused_gradients(x, t, plan, loss_kind, grad_scale, grads):
     """Same contract as ``fastnet.kernels.numpy.fused_gradients``, in one compiled call."""
-    need = plan.n_params
-    if not (type(grads) is np.ndarray and grads.ndim == 1 and grads.dtype == plan.dtype
-            and grads.size >= need and grads.flags.c_contiguous and grads.flags.writeable):
-        raise ValueError(f"grads must be a writeable C-contiguous 1-D {plan.dtype} array of at least {need} "
-                         f"elements, got {grads!r:.80}")
+    check_grads(plan, grads)
     return _run(x, t, plan, loss_kind, GRADS, grad_scale, 0.0, 0.0, False, plan.after, -1.0,
                 0.0, 0.0, 0, plan.no_m_bounds, work=grads)
 
 
 def sgd_update(plan, momentum, weight_decay):
     """The update an SGD step on ``plan`` takes, refused when it needs velocities the plan lacks."""
-    update = _update_kernel(plan.x_shape[0], momentum, weight_decay, plan.gemm[0] != 0)
-    if update == UPD_MOMENTUM and not plan.velocities:
+    check_velocities(plan, momentum)
+    return _update_kernel(plan.x_shape[0], momentum, weight_decay, plan.gemm[0] != 0)
+
+
+def check_velocities(plan, momentum):
+    """Refuse momentum on a plan made without the velocities."""
+    if momentum != 0 and not plan.velocities:
         raise ValueError("momentum needs the velocities, and this plan was made with empty ones")
-    return update
 
 
 def check_adam(plan, m_bounds, step):
@@ -481,13 +481,27 @@ def check_adam(plan, m_bounds, step):
         raise ValueError(f"step must be the step count after this step, an int >= 1, got {step!r:.80}")
 
 
-def ready(plan, loss_kind, update, nesterov, bounds):
-    """Refuse bounds the step would misuse, and make every kernel it reaches ready."""
+def check_grads(plan, grads):
+    """Refuse a flat gradient buffer (``fused_gradients``, ``apply``) the compiled code would misuse."""
+    need = plan.n_params
+    if not (type(grads) is np.ndarray and grads.ndim == 1 and grads.dtype == plan.dtype
+            and grads.size >= need and grads.flags.c_contiguous and grads.flags.writeable):
+        raise ValueError(f"grads must be a writeable C-contiguous 1-D {plan.dtype} array of at least {need} "
+                         f"elements, got {grads!r:.80}")
+
+
+def check_bounds(plan, bounds):
+    """Refuse bounds the compiled code would misuse."""
     after = plan.after
     if not (type(bounds) is np.ndarray and bounds.shape == after.shape and bounds.dtype == after.dtype
             and bounds.flags.c_contiguous and bounds.flags.writeable):
         raise ValueError(f"bounds must be a writeable C-contiguous float64 array of shape {after.shape}, "
                          f"got {bounds!r:.80}")
+
+
+def ready(plan, loss_kind, update, nesterov, bounds):
+    """Refuse bounds the step would misuse, and make every kernel it reaches ready."""
+    check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
         _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))

@@ -18,7 +18,7 @@ import sys
 import numpy as np
 from numba import types
 
-from . import dense, epoch, fused, losses, optimizers
+from . import apply, dense, epoch, fused, losses, optimizers
 
 
 def signatures(dtype):
@@ -33,6 +33,9 @@ def signatures(dtype):
         *((step, fused.step_signature(dt).args) for step in fused.STEPS),
         (epoch.compiled_epoch, (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(f64, 1, "C"),
                                 types.Array(i64, 1, "C"), *fused.step_signature(dt).args[2:])),
+        (apply.compiled_apply, (types.Array(i64, 1, "C"), types.Array(i64, 2, "C"), types.Array(dt, 1, "C"),
+                                types.boolean, f64, f64, f64, types.boolean, types.Array(f64, 2, "C"),
+                                types.Array(f64, 2, "C"), f64, f64, f64, f64, i64, types.Array(f64, 1, "C"))),
         (losses.check_and_one_hot, (m, types.Array(i64, 1, "C"), m)),
         (dense.weight_grad_small, (m, m, m)),
         (optimizers.sgd_step, (m, m, m, f64, f64, f64, types.boolean)),

@@ -19,6 +19,7 @@ Shapes: ``B`` is the batch size, ``n_in`` the number of inputs of a layer,
 """
 
 from .activations import activation_derivative, activation_forward, activation_grad
+from .apply import fused_adam_apply, fused_sgd_apply
 from .dense import (
                     dense_backward,
                     dense_forward,
@@ -48,10 +49,12 @@ __all__ = [
     "dense_backward",
     "dense_forward",
     "flush_subnormal",
+    "fused_adam_apply",
     "fused_adam_epoch",
     "fused_adam_step",
     "fused_gradients",
     "fused_plan",
+    "fused_sgd_apply",
     "fused_sgd_epoch",
     "fused_sgd_step",
     "input_grad",
