@@ -1,6 +1,6 @@
 """``fit`` beside a plain PyTorch training loop and scikit-learn's MLPClassifier.
 
-    python benchmarks/fit_vs_peers.py [--batches 32,128,256] [--epochs 5] [--repeats 3]
+    python benchmarks/fit_vs_peers.py [--batches 32,128,256] [--epochs 5] [--repeats 3] [--rounds 3]
                                       [--optimizer momentum|adam] [--baseline REV] [--quick]
 
 The same work in each library: ``epochs`` epochs over 16,000 x 100 samples
@@ -16,8 +16,12 @@ fastnet as of that commit (``baseline.py``).
 
 Each library runs in a block of its own (their thread pools spin and slow each
 other), after untimed warm-up fits of every library and one more at the start
-of each block; the figure is the median of ``--repeats`` fits, and the table
-gives the others' times over fastnet's.
+of each block.  The blocks take turns, ``--rounds`` times over: on these shared
+machines a neighbour's load comes and goes over tens of seconds (measured: the
+same fastnet fit took 0.24-0.27 s in some processes and 0.53-0.57 s in others
+minutes apart), and one block each would give it all to whichever library ran
+then.  The figure is the median of the ``rounds x repeats`` fits, and the table
+gives the others' times over fastnet's, and the range of the per-round ratios.
 """
 
 import argparse
@@ -99,13 +103,14 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", default="32,128,256")
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed fits per block")
+    parser.add_argument("--rounds", type=int, default=3, help="turns of the blocks")
     parser.add_argument("--optimizer", choices=("momentum", "adam"), default="momentum")
     parser.add_argument("--baseline", help="also fastnet as of this commit (baseline.py)")
     parser.add_argument("--quick", action="store_true", help="one repeat of one epoch: a smoke test")
     args = parser.parse_args()
     if args.quick:
-        args.repeats, args.epochs = 1, 1
+        args.repeats, args.epochs, args.rounds = 1, 1, 1
     batches = [int(b) for b in args.batches.split(",")]
     print(environment(), flush=True)
     X, y = data()
@@ -131,18 +136,29 @@ def main():
     for fit in libraries.values():  # warm-up, all first: compiles fastnet's kernels, fills every cache
         for batch in batches:
             fit(batch, 99)
-    times = {}
-    for name, fit in libraries.items():  # a block per library
-        time.sleep(1.0)  # the last block's BLAS threads go to sleep
-        for batch in batches:
-            fit(batch, 98)  # and this block's first fit, untimed (the first block ran slower without it)
-            times[name, batch] = statistics.median(fit(batch, s) for s in range(args.repeats))
+    samples = {(name, b): [] for name in libraries for b in batches}
+    for _ in range(args.rounds):
+        for name, fit in libraries.items():  # a block per library
+            time.sleep(1.0)  # the last block's BLAS threads go to sleep
+            for batch in batches:
+                fit(batch, 98)  # and this block's first fit, untimed (the first block ran slower without it)
+                samples[name, batch].append([fit(batch, s) for s in range(args.repeats)])
+    times = {key: statistics.median(t for block in blocks for t in block) for key, blocks in samples.items()}
+
+    def ratios(name, b):  # per round: the medians of its blocks
+        return [statistics.median(x) / statistics.median(y)
+                for x, y in zip(samples[name, b], samples["fastnet", b], strict=True)]
     print(f"\nfit: {args.epochs} epochs of {X.shape[0]} x {X.shape[1]}, {'-'.join(map(str, SIZES))} ReLU, "
-          f"{args.optimizer}; seconds (median of {args.repeats}) and time / fastnet's")
-    print(f"{'library':24s}" + "".join(f"{f'B={b}':>18s}" for b in batches))
+          f"{args.optimizer}; seconds (median of {args.rounds} rounds x {args.repeats}), time / fastnet's, "
+          "and that ratio's range over the rounds")
+    print(f"{'library':24s}" + "".join(f"{f'B={b}':>30s}" for b in batches))
     for name in libraries:
-        cells = [f"{times[name, b]:8.3f} s {times[name, b] / times['fastnet', b]:6.2f}x" for b in batches]
-        print(f"{name:24s}" + "".join(f"{c:>18s}" for c in cells), flush=True)
+        cells = []
+        for b in batches:
+            r = ratios(name, b)
+            cells.append(f"{times[name, b]:8.3f} s {times[name, b] / times['fastnet', b]:6.2f}x "
+                         f"({min(r):.2f}-{max(r):.2f})")
+        print(f"{name:24s}" + "".join(f"{c:>30s}" for c in cells), flush=True)
 
 
 if __name__ == "__main__":
