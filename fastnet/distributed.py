@@ -150,9 +150,9 @@ def broadcast_state(comm, net):
     for p in net.parameters():
         comm.Bcast(p, root=0)
     opt = net.optimizer
-    state = comm.bcast((opt.state, opt._shapes), root=0)
+    state = comm.bcast(opt.state, root=0)
     if comm.Get_rank() != 0:
-        opt.state, opt._shapes = state
+        opt.set_state(state, net.parameters())
 
 
 class DataParallel:

@@ -163,6 +163,22 @@ class Optimizer:
         """Forget the state (velocities, moments, step count)."""
         self.state = self._shapes = None
 
+    def set_state(self, state, params):
+        """Take ``state`` (another replica's, as distributed training broadcasts
+        rank 0's; None: no state yet) as the state of ``params``, checked as at
+        a step (``prepare``): a ValueError when it does not fit them, and this
+        optimizer's state as it was."""
+        if state is None:
+            self.reset()
+            return
+        old = self.state, self._shapes
+        self.state, self._shapes = realigned(state), tuple(p.shape for p in params)  # on cache lines
+        try:
+            self.prepare(params)
+        except Exception:
+            self.state, self._shapes = old
+            raise
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"

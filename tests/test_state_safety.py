@@ -249,3 +249,32 @@ def test_assigning_a_wrong_type_raises_at_once():
     with pytest.raises(AttributeError):
         layer.dw = np.zeros((4, 5))  # the layers' workspaces are read-only
     assert (layer.activation.name, net.loss, net.optimizer) == ("tanh", loss, opt)
+
+
+@pytest.mark.parametrize("optimizer", [lambda: fn.SGD(0.1, momentum=0.9), lambda: fn.Adam(1e-2)])
+def test_set_state_takes_another_replicas_state_checked(optimizer):
+    """What distributed training does with rank 0's broadcast state: the copy is
+    taken (on cache lines, as the kernels' arrays are), a state that does not
+    fit the parameters is refused with the old state kept, None resets."""
+    import pickle
+
+    src, dst = _net(optimizer=optimizer()), _net(optimizer=optimizer())
+    src.train_step(*DATA)
+    dst.train_step(DATA[0][::-1].copy(), DATA[1])  # a state of its own
+    state = pickle.loads(pickle.dumps(src.optimizer.state))  # as comm.bcast delivers it
+    dst.optimizer.set_state(state, dst.parameters())
+    got, want = dst.optimizer.state, src.optimizer.state
+    arrays = (lambda s: s["m"] + s["v"]) if isinstance(want, dict) else list
+    for a, b in zip(arrays(got), arrays(want), strict=True):
+        np.testing.assert_array_equal(a, b)
+        assert a.ctypes.data % 64 == 0
+    dst.train_step(*DATA)  # the state is the network's: a step takes it
+    kept = [a.copy() for a in arrays(dst.optimizer.state)]
+    wrong = pickle.loads(pickle.dumps(state))
+    (wrong["m"] if isinstance(wrong, dict) else wrong)[0] = np.zeros((2, 2))
+    with pytest.raises(ValueError, match=r"\[0\] must be a writeable C-contiguous float64 array of shape"):
+        dst.optimizer.set_state(wrong, dst.parameters())
+    for a, b in zip(arrays(dst.optimizer.state), kept, strict=True):
+        np.testing.assert_array_equal(a, b)
+    dst.optimizer.set_state(None, dst.parameters())
+    assert dst.optimizer.state is None
