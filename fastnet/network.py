@@ -404,6 +404,11 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             distributed.check_replicas(comm, self, (epochs, batch_size, mode, bool(shuffle), val is not None))
             dp = distributed.DataParallel(self, comm, X.shape[0], batch_size, mode)
             distributed.broadcast_state(comm, self)
+            # rank 0's parameters and state now: the state's assignment is a change, so the check
+            # drops the plans made from the old state and takes the update bounds from the new
+            # arrays, as rank 0's were taken from the same arrays (_fit_checks): every rank holds
+            # the same bounds and refuses the same updates
+            self._checked()
             progress = progress and comm.Get_rank() == 0
         n = X.shape[0]
         starts = range(0, n, batch_size) if dp is None or mode == "gd" else dp.starts

@@ -165,19 +165,18 @@ class Optimizer:
 
     def set_state(self, state, params):
         """Take ``state`` (another replica's, as distributed training broadcasts
-        rank 0's; None: no state yet) as the state of ``params``, checked as at
-        a step (``prepare``): a ValueError when it does not fit them, and this
-        optimizer's state as it was."""
+        rank 0's; None: no state yet) as the state of ``params``, checked as
+        ``prepare`` checks it before it is installed: a ValueError when it does
+        not fit them, and this optimizer's state as it was.  Its arrays are
+        taken, not copied, except those not on cache lines (``realigned``)."""
         if state is None:
             self.reset()
             return
-        old = self.state, self._shapes
-        self.state, self._shapes = realigned(state), tuple(p.shape for p in params)  # on cache lines
-        try:
-            self.prepare(params)
-        except Exception:
-            self.state, self._shapes = old
-            raise
+        probe = object.__new__(type(self))  # the hyperparameters the check reads, and the candidate
+        probe.__dict__.update(self.__dict__)
+        probe.__dict__.update(state=realigned(state), _shapes=tuple(p.shape for p in params))
+        probe.prepare(params)
+        self.state, self._shapes = probe.state, probe._shapes
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())

@@ -113,6 +113,9 @@ def main(case, outdir, **opts):
 
         for name in fused_calls:
             setattr(kernels, name, counted(name, getattr(kernels, name)))
+    if opts.get("warm_both"):  # each rank trained alone before, on its own data: states and plans of its own
+        net.fit(X[::-1].copy() if rank else X, y[::-1].copy() if rank else y, batch_size=int(opts["batch"]),
+                progress=False, rng=5 + rank)
     if opts.get("warm1") and rank == 1:  # rank 1 also has optimizer state of its own: overwritten too
         net.fit(X, y, batch_size=3, progress=False, rng=5)
     arrays.update({f"before_{k}": v for k, v in _params(net).items()})
@@ -155,6 +158,8 @@ def main(case, outdir, **opts):
         report["error"], report["error_type"] = str(exc), type(exc).__name__
         report["traceback"] = traceback.format_exc()
     arrays.update(_params(net))
+    for key in ("bounds", "m_bounds"):  # the update checks' (a network that never trained has none)
+        arrays[key] = getattr(net, "_" + key, np.zeros(0)).copy()
     if case == "fit" and report["error"] is None:
         arrays.update({f"grad{i}": g.copy() for i, g in enumerate(net.gradients())})
     np.savez(Path(outdir) / f"rank{rank}.npz", **arrays)

@@ -107,8 +107,12 @@ def assert_unchanged(ranks):
 
 
 def assert_replicas_identical(ranks):
+    """The parameters, and the bounds the update checks use: equal bounds make every
+    rank refuse the same updates."""
     for a, b in zip(params_of(ranks[0][1]), params_of(ranks[1][1]), strict=True):
         assert np.array_equal(a, b), "the two replicas differ"
+    for key in ("bounds", "m_bounds"):
+        assert np.array_equal(ranks[0][1][key], ranks[1][1][key]), (key, ranks[0][1][key], ranks[1][1][key])
 
 
 def reference_sgd(dtype, backend, n0, n1, batch, epochs, shuffle=False, optimizer="sgd",
@@ -193,18 +197,36 @@ def test_numba_backend_agrees(tmp_path, optimizer, dtype):
 
 
 @needs_mpi
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_rank_0_state_is_broadcast_and_shuffling_is_per_rank(tmp_path, optimizer):
+def test_rank_0_state_is_broadcast_and_shuffling_is_per_rank(tmp_path, optimizer, backend):
     """Rank 1 has trained alone before (other weights, its own velocities or
-    moments): fit starts every replica from rank 0's parameters and optimizer
-    state.  Each rank shuffles its shard with its own generator."""
+    moments, its own bounds and, on numba, fused plans made from its state): fit
+    starts every replica from rank 0's parameters, optimizer state and bounds.
+    Each rank shuffles its shard with its own generator; the shards are uneven,
+    so rank 0's last batch is short (3 rows) on numba's compiled steps too."""
     ranks = run_case(tmp_path, "fit", dtype="float64", batch=5, n0=23, n1=31, epochs=3, shuffle=1,
-                     optimizer=optimizer, warm1=1)
+                     optimizer=optimizer, warm1=1, backend=backend)
     assert all(r["error"] is None for r, _ in ranks), ranks[1][0].get("traceback")
     assert_replicas_identical(ranks)
     net, losses, _ = reference_sgd(np.float64, "numpy", 23, 31, 5, 3, shuffle=True, optimizer=optimizer)
     assert_close(params_of(ranks[0][1]), net.parameters(), np.float64, 21, 10)
     np.testing.assert_allclose(ranks[0][0]["history"]["loss"], losses, rtol=1e-12)
+
+
+@needs_mpi
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_replicas_that_trained_alone_before_start_from_rank_0(tmp_path, optimizer):
+    """Both ranks trained alone before, on the numba backend, with the batch size
+    of the distributed fit: each has its own parameters, state, update bounds
+    and fused plans made from its state.  The broadcast replaces rank 1's; its
+    plans are made again from the new state and its bounds from the new
+    arrays, so the replicas and their bounds stay identical step after step."""
+    ranks = run_case(tmp_path, "fit", dtype="float64", batch=4, n0=40, n1=40, epochs=2,
+                     optimizer=optimizer, warm_both=1, backend="numba")
+    assert all(r["error"] is None for r, _ in ranks), ranks[1][0].get("traceback")
+    assert all(r["fused_apply_calls"] == 2 * 10 for r, _ in ranks), [r["fused_apply_calls"] for r, _ in ranks]
+    assert_replicas_identical(ranks)
 
 
 @needs_mpi
@@ -292,6 +314,9 @@ def test_an_update_that_could_overflow_is_refused_on_every_rank(tmp_path, backen
         assert report["error_type"] == "FloatingPointError", report
         assert "step 3" in report["error"] and "layers[0] could overflow" in report["error"], report["error"]
         assert all(np.isfinite(p).all() for p in params_of(arrays))
+        # on numba: step 2 by the compiled update, step 3 refused by it twice (the carried bounds, then
+        # the exact ones); step 1, which makes the state, by the optimizer's kernels
+        assert report["fused_apply_calls"] == (3 if backend == "numba" else 0), report["fused_apply_calls"]
     assert_replicas_identical(ranks)
 
 

@@ -90,12 +90,16 @@ def apply_gradients(net, grads, where, flat=None, batch=None):
     (``FloatingPointError`` naming ``where`` otherwise, nothing changed).
 
     ``flat``, ``batch``: when ``grads`` are the views of one 1-D buffer, in
-    ``fused_gradients``' layout (distributed training's reduced buffer), and
+    ``fused_gradients``' layout (distributed training's reduced buffer; not
+    checked: the update reads ``flat``, a refusal's message ``grads``), and
     the execution plan for ``batch`` rows is fused, one compiled call checks
     and applies the update (``fused_sgd_apply``, ``fused_adam_apply``: the
     same kernels, the same parameters bit for bit); else the optimizer's
     kernels, parameter by parameter, from Python."""
     k = net.kernels
+    if flat is not None and not isinstance(batch, int):
+        raise TypeError(f"apply_gradients: a flat buffer needs the batch size whose plan to use, got "
+                        f"{batch!r}")
     if flat is not None and net.optimizer.state is not None:  # a plan is made from the state
         path, plan, _ = execution_plan(net, batch)
         if path == "fused":

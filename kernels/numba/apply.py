@@ -30,8 +30,9 @@ from .fused import (
     check_grads,
     check_velocities,
     grad_offset,
+    layer_bound,
 )
-from .optimizers import adam_update_bound, max_abs, sgd_update_bound
+from .optimizers import max_abs
 
 __all__ = ["fused_adam_apply", "fused_sgd_apply"]
 
@@ -49,15 +50,9 @@ def compiled_apply(fns, table, grads, adam, lr, momentum, weight_decay, nesterov
     for i in range(n_layers - 1, -1, -1):  # every update checked before any is applied
         at, size, n_out = grad_offset(table, i), table[i, N_IN] * table[i, N_OUT], table[i, N_OUT]
         g_max = max(max_abs(grads[at:at + size]), max_abs(grads[at + size:at + size + n_out]))
-        if adam:
-            safe, after[i, 0], m_max, after[i, 1] = adam_update_bound(
-                g_max, g_max, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, momentum, beta2, eps,
-                weight_decay, step, big, limit)
-            m_bounds[i] = max(m_bounds[i], m_max)  # a bound either way: kept even if refused
-        else:
-            safe, after[i, 0], after[i, 1] = sgd_update_bound(
-                g_max, g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov, big, limit)
-        if not safe:
+        # a gradient given whole: its largest sum is itself
+        if not layer_bound(adam, i, g_max, g_max, bounds, m_bounds, after, lr, momentum, weight_decay,
+                           nesterov, beta2, eps, step, big, limit):
             return -(i + 1.0)
     for i in range(n_layers):
         n_in, n_out = table[i, N_IN], table[i, N_OUT]

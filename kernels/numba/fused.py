@@ -136,6 +136,25 @@ def _weight_grad(fns, gemm, wide, scale, x, g, dw, aliased, codes, scratch):
 
 
 @jit(inline="always")
+def layer_bound(adam, i, g_max, sums, bounds, m_bounds, after, lr, momentum, weight_decay, nesterov, beta2,
+                eps, step, big, limit):
+    """Whether layer i's update is safe (``sgd_update_bound``, or with ``adam``
+    ``adam_update_bound``, ``momentum`` its beta1), on a gradient bound
+    ``g_max`` whose largest sums add ``sums``; its bounds after the update
+    into ``after[i]``, and Adam's first-moment bound raised in ``m_bounds[i]``
+    (a bound either way: kept even if refused)."""
+    if adam:
+        safe, after[i, 0], m_max, after[i, 1] = adam_update_bound(
+            g_max, sums, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, momentum, beta2, eps, weight_decay,
+            step, big, limit)
+        m_bounds[i] = max(m_bounds[i], m_max)
+        return safe
+    safe, after[i, 0], after[i, 1] = sgd_update_bound(
+        g_max, sums, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov, big, limit)
+    return safe
+
+
+@jit(inline="always")
 def grad_offset(table, i):
     """Where layer i's dw starts in a flat gradient buffer ([dw0, db0, dw1, db1, ...])."""
     off = 0
@@ -232,16 +251,8 @@ def _make_step(code):
             x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
             in_max = x_max if i == 0 and x_max >= 0 else max_abs(x_i)
             g_max = max_abs(array_at(table[i, G], batch, n_out, x)) * max(in_max, 1.0)
-            if adam:
-                safe, after[i, 0], m_max, after[i, 1] = adam_update_bound(
-                    g_max, batch * g_max, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, momentum, beta2, eps,
-                    weight_decay, step, big, limit)
-                m_bounds[i] = max(m_bounds[i], m_max)  # a bound either way: kept even if refused
-            else:
-                safe, after[i, 0], after[i, 1] = sgd_update_bound(
-                    g_max, batch * g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay, nesterov,
-                    big, limit)
-            if not safe:
+            if not layer_bound(adam, i, g_max, batch * g_max, bounds, m_bounds, after, lr, momentum,
+                               weight_decay, nesterov, beta2, eps, step, big, limit):
                 return -(i + 1.0)
         dw_at = table[n_layers - 1, DB] + table[n_layers - 1, N_OUT]
         for i in range(n_layers - 1, -1, -1):

@@ -18,7 +18,7 @@ def fused_sgd_apply(plan, grads, lr, momentum, weight_decay, nesterov, bounds):
     the bounds after (as ``fused_sgd_step`` sets them) and 0.0 returned."""
     def bound(i, g_max):
         safe, p, v = sgd_update_bound(g_max, g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay,
-                                      nesterov, *safe_limits(grads.dtype))
+                                      nesterov, *safe_limits(plan.ws[0].dtype))
         return safe, (p, v)
 
     def update(i, bias, p, g):
@@ -35,7 +35,7 @@ def fused_adam_apply(plan, grads, lr, beta1, beta2, eps, weight_decay, step, bou
     update is refused).  The caller keeps the step count."""
     def bound(i, g_max):
         safe, p, m, v = adam_update_bound(g_max, g_max, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, beta1,
-                                          beta2, eps, weight_decay, step, *safe_limits(grads.dtype))
+                                          beta2, eps, weight_decay, step, *safe_limits(plan.ws[0].dtype))
         m_bounds[i] = max(m_bounds[i], m)
         return safe, (p, v)
 
