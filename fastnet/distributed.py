@@ -43,7 +43,8 @@ optimizer's state, and the other configurations take the layered passes);
 then the reduction; then the update, checked as one process checks it, the
 same on every rank, in one compiled call where the fused step runs
 (``fused_sgd_apply``, ``fused_adam_apply``; ``mode="gd"``'s one update an
-epoch takes the optimizer's kernels from Python).  mpi4py is imported only when a communicator is given.
+epoch takes the optimizer's kernels from Python).  mpi4py is imported only
+when a communicator is given.
 """
 
 import os

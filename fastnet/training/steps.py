@@ -29,25 +29,44 @@ def fused_step(net, x, t, where, plan, buffers, x_max=None):
     if type(opt) is Adam:
         step = opt._next_t()
 
-        def run(x_max):
+        def run(exact):  # exact: x scanned for its own bound
             return k.fused_adam_step(x, t, plan, code, opt.lr, opt.beta1, opt.beta2, opt.eps,
-                                     opt.weight_decay, step, net._bounds, net._m_bounds, x_max)
+                                     opt.weight_decay, step, net._bounds, net._m_bounds,
+                                     -1.0 if exact or x_max is None else x_max)
     else:
         step = None
 
-        def run(x_max):
+        def run(exact):
             return k.fused_sgd_step(x, t, plan, code, opt.lr, opt.momentum, opt.weight_decay,
-                                    bool(opt.nesterov and opt.momentum != 0), net._bounds, x_max)
-    loss = float(run(-1.0 if x_max is None else x_max))
-    if loss < 0:  # a layer's update refused: nothing was applied; again, on exact bounds
-        net._exact_bounds()
-        loss = float(run(-1.0))  # x scanned: its own bound
-        if loss < 0:
-            _refuse_update(where, int(-loss) - 1, None, net.dtype)
+                                    bool(opt.nesterov and opt.momentum != 0), net._bounds,
+                                    -1.0 if exact or x_max is None else x_max)
+    loss = float(_refused_twice(net, run, where))
     check_loss(loss, where)  # the kernel returns a non-finite loss before any update
-    if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
-        dict.__setitem__(opt.state, "t", step)
+    _count(opt, step)
     return loss
+
+
+def _refused_twice(net, run, where, g_max=lambda i: None):
+    """``run(exact)``, a compiled update that returns -(l + 1) when layer l's
+    update is refused (nothing applied), once on the bounds carried forward;
+    when refused, once more on exact ones (``exact`` True), and a refusal
+    then stands: ``FloatingPointError`` naming ``where`` and the layer (and
+    ``g_max(layer)``, its gradient's bound, when known).  Returns run's value."""
+    out = run(False)
+    if out < 0:
+        net._exact_bounds()
+        out = run(True)
+        if out < 0:
+            i = int(-out) - 1
+            _refuse_update(where, i, g_max(i), net.dtype)
+    return out
+
+
+def _count(opt, step):
+    """An update applied: Adam counts it (``step``; None for SGD), set as no
+    change the checks look at (see ``fastnet._changes``)."""
+    if step is not None:
+        dict.__setitem__(opt.state, "t", step)
 
 
 def gradients_into(net, x, t, where, grad_scale, flat):
@@ -113,23 +132,17 @@ def _apply_fused(net, plan, grads, flat, where):
     if type(opt) is Adam:
         step = opt._next_t()
 
-        def run():
+        def run(exact):  # the bounds are the network's, exact or not
             return k.fused_adam_apply(plan, flat, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
                                       step, net._bounds, net._m_bounds)
     else:
         step = None
 
-        def run():
+        def run(exact):
             return k.fused_sgd_apply(plan, flat, opt.lr, opt.momentum, opt.weight_decay,
                                      bool(opt.nesterov and opt.momentum != 0), net._bounds)
-    if run() < 0:  # refused on the bounds carried forward: again, on exact ones
-        net._exact_bounds()
-        refused = run()
-        if refused < 0:
-            i = int(-refused) - 1
-            _refuse_update(where, i, max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])), net.dtype)
-    if step is not None:  # applied: Adam counts it (not a change the checks look at, see _changes)
-        dict.__setitem__(opt.state, "t", step)
+    _refused_twice(net, run, where, lambda i: max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])))
+    _count(opt, step)
 
 
 def forward_loss(net, x, t, where):
