@@ -14,6 +14,7 @@ import numpy as np
 
 from .cpu import array_at, jit
 from .fused import (
+    _ONE,
     ADAM,
     LEAVES,
     MB,
@@ -35,8 +36,6 @@ from .fused import (
 from .optimizers import max_abs
 
 __all__ = ["fused_adam_apply", "fused_sgd_apply"]
-
-_ONE = np.intp(1)  # a bias's rows: not the constant 1, which numba types as a Literal
 
 _call = LEAVES.call
 

@@ -2,7 +2,8 @@
 (twin: ``fastnet.kernels.numba.apply``): distributed training's update after
 the ranks' gradients (``fused_gradients``) have been added."""
 
-from .optimizers import adam_step, adam_update_bound, max_abs, safe_limits, sgd_step, sgd_update_bound
+from .fused import adam_rule, sgd_rule
+from .optimizers import max_abs
 
 __all__ = ["fused_adam_apply", "fused_sgd_apply"]
 
@@ -16,15 +17,7 @@ def fused_sgd_apply(plan, grads, lr, momentum, weight_decay, nesterov, bounds):
     gradient given whole): when layer l's is not safe nothing is changed and
     ``-(l + 1)`` is returned; else every layer is updated, ``bounds`` set to
     the bounds after (as ``fused_sgd_step`` sets them) and 0.0 returned."""
-    def bound(i, g_max):
-        safe, p, v = sgd_update_bound(g_max, g_max, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay,
-                                      nesterov, *safe_limits(plan.ws[0].dtype))
-        return safe, (p, v)
-
-    def update(i, bias, p, g):
-        sgd_step(p, g, (plan.vbs if bias else plan.vws)[i], lr, momentum, weight_decay, nesterov)
-
-    return _apply(plan, grads, bounds, bound, update)
+    return _apply(plan, grads, bounds, *sgd_rule(plan, lr, momentum, weight_decay, nesterov, bounds))
 
 
 def fused_adam_apply(plan, grads, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds):
@@ -33,22 +26,12 @@ def fused_adam_apply(plan, grads, lr, beta1, beta2, eps, weight_decay, step, bou
     with the moments; ``bounds`` and ``m_bounds`` as in ``fused_adam_step``
     (each of ``m_bounds`` raised to its bound after this step even when the
     update is refused).  The caller keeps the step count."""
-    def bound(i, g_max):
-        safe, p, m, v = adam_update_bound(g_max, g_max, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, beta1,
-                                          beta2, eps, weight_decay, step, *safe_limits(plan.ws[0].dtype))
-        m_bounds[i] = max(m_bounds[i], m)
-        return safe, (p, v)
-
-    def update(i, bias, p, g):
-        m, v = (plan.mbs[i], plan.vbs[i]) if bias else (plan.mws[i], plan.vws[i])
-        adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
-
-    return _apply(plan, grads, bounds, bound, update)
+    return _apply(plan, grads, bounds, *adam_rule(plan, lr, beta1, beta2, eps, weight_decay, step, bounds,
+                                                  m_bounds))
 
 
 def _apply(plan, grads, bounds, bound, update):
-    """Both: every layer's bound (``bound(layer, g_max) -> (safe, bounds after)``),
-    from the last down, then the updates (``update(layer, is_bias, parameter, gradient)``)."""
+    """Both: every layer's bound (``sgd_rule``), from the last down, then the updates."""
     views, at = [], 0
     for w, b in zip(plan.ws, plan.bs, strict=True):
         dw = grads[at:at + w.size].reshape(w.shape)
@@ -57,7 +40,8 @@ def _apply(plan, grads, bounds, bound, update):
         at += w.size + b.size
     after = bounds.copy()
     for i in range(len(views) - 1, -1, -1):
-        safe, after[i] = bound(i, max(max_abs(views[i][0]), max_abs(views[i][1])))
+        g_max = max(max_abs(views[i][0]), max_abs(views[i][1]))
+        safe, after[i] = bound(i, g_max, g_max)  # a gradient given whole: its largest sum is itself
         if not safe:
             return -(i + 1.0)
     for i, (dw, db) in enumerate(views):

@@ -57,15 +57,23 @@ def fused_sgd_step(x, t, plan, loss_kind, lr, momentum, weight_decay, nesterov, 
     the update of a layer l is not safe (``sgd_update_bound``): then
     ``-(l + 1)`` is returned, which no loss is.
     """
+    return _step(x, t, plan, loss_kind, bounds, x_max, *sgd_rule(plan, lr, momentum, weight_decay, nesterov,
+                                                                 bounds))
+
+
+def sgd_rule(plan, lr, momentum, weight_decay, nesterov, bounds):
+    """SGD's ``(bound, update)`` on ``plan``'s layers: ``bound(layer, g_max,
+    sums) -> (safe, bounds after)`` and ``update(layer, is_bias, parameter,
+    gradient)`` (the fused step's, and ``apply``'s)."""
     def bound(i, g_max, sums):
         safe, p, v = sgd_update_bound(g_max, sums, bounds[i, 0], bounds[i, 1], lr, momentum, weight_decay,
-                                      nesterov, *safe_limits(x.dtype))
+                                      nesterov, *safe_limits(plan.ws[0].dtype))
         return safe, (p, v)
 
     def update(i, bias, p, g):
         sgd_step(p, g, (plan.vbs if bias else plan.vws)[i], lr, momentum, weight_decay, nesterov)
 
-    return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
+    return bound, update
 
 
 def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds,
@@ -78,9 +86,16 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
     float64: on its first moments' (``adam_update_bound``), each raised to
     the bound after this step even when the step is refused (a bound either
     way).  The caller keeps the step count."""
+    return _step(x, t, plan, loss_kind, bounds, x_max,
+                 *adam_rule(plan, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds))
+
+
+def adam_rule(plan, lr, beta1, beta2, eps, weight_decay, step, bounds, m_bounds):
+    """Adam's ``(bound, update)`` on ``plan``'s layers, as ``sgd_rule``; the
+    bound raises ``m_bounds`` (a bound either way)."""
     def bound(i, g_max, sums):
         safe, p, m, v = adam_update_bound(g_max, sums, bounds[i, 0], m_bounds[i], bounds[i, 1], lr, beta1,
-                                          beta2, eps, weight_decay, step, *safe_limits(x.dtype))
+                                          beta2, eps, weight_decay, step, *safe_limits(plan.ws[0].dtype))
         m_bounds[i] = max(m_bounds[i], m)
         return safe, (p, v)
 
@@ -88,7 +103,7 @@ def fused_adam_step(x, t, plan, loss_kind, lr, beta1, beta2, eps, weight_decay, 
         m, v = (plan.mbs[i], plan.vbs[i]) if bias else (plan.mws[i], plan.vws[i])
         adam_step(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step)
 
-    return _step(x, t, plan, loss_kind, bounds, x_max, bound, update)
+    return bound, update
 
 
 def fused_gradients(x, t, plan, loss_kind, grad_scale, grads):
