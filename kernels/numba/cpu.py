@@ -119,7 +119,7 @@ def _decorator(**base):
     def jit(func=None, **options):
         if func is None:  # @jit(inline="always") and the like
             return lambda f: jit(f, **options)
-        kernel = njit(nogil=True, error_model="numpy", **base, **options)(func)
+        kernel = njit(nogil=True, error_model="numpy", no_cfunc_wrapper=True, **base, **options)(func)
         if not DISABLED:
             try:
                 kernel._cache = KernelCache(kernel.py_func)
@@ -300,6 +300,33 @@ def _pointer(typingctx, address, like):
         return builder.inttoptr(args[0], context.get_value_type(ptr))
 
     return ptr(address, like), codegen
+
+
+@intrinsic
+def _bits_pointer(typingctx, a):
+    if not isinstance(a, types.Array) or a.layout != "C" or a.dtype not in (types.float32, types.float64):
+        return None
+    ptr = types.CPointer(types.uint32 if a.dtype == types.float32 else types.uint64)
+
+    def codegen(context, builder, signature, args):
+        data = context.make_array(signature.args[0])(context, builder, value=args[0]).data
+        return builder.bitcast(data, context.get_value_type(ptr))
+
+    return ptr(a), codegen
+
+
+if DISABLED:
+    def float_bits(a):
+        """The bits of C-contiguous float32 or float64 ``a``, flat, as unsigned
+        integers of its width (a view)."""
+        return a.reshape(-1).view(np.uint32 if a.itemsize == 4 else np.uint64)
+else:
+    @jit(inline="always")
+    def float_bits(a):
+        """The bits of C-contiguous float32 or float64 ``a``, flat, as unsigned
+        integers of its width (a view; the integer type is chosen while typing,
+        so a kernel compiles the reductions over its own width alone)."""
+        return carray(_bits_pointer(a), (a.size,))
 
 
 def data_address(a):
