@@ -12,7 +12,8 @@
   (numba's ``numba:compile`` events; a kernel loaded from the cache sends none).
 * Calls by address (``Leaves``): a kernel that calls large kernels through
   their compiled addresses, passed to it at run time, instead of linking their
-  code into its own (and arrays by address: ``data_address``, ``array_at``).
+  code into its own (and arrays by address: ``data_address``, ``array_at``;
+  a float array's bits as integers of its width: ``float_bits``).
   numba links the code of every compiled function a
   kernel calls into the kernel's module and optimises and generates machine
   code for all of it again, so a kernel that calls many large ones costs the

@@ -49,7 +49,7 @@ def max_abs(a):
     then a max under the no-NaN flags): 111 us, and 8-10% of a B = 256 step
     against 4-7%; those compile 1-2 s less at the fused step's first use.
     ``float_bits`` picks the integer width while typing: views of both widths
-    behind a test of the itemsize compiled both reductions (0.2 s more, cold)."""
+    behind a test of the itemsize compiled both reductions (about 0.3 s more, cold)."""
     bits = int(_max_magnitude_bits(float_bits(a)))
     if a.itemsize == 4:
         return _magnitude(bits, 23, 127)
