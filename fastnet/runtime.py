@@ -6,7 +6,6 @@ compiled kernels start no threads of their own, so with this setting the
 process never runs more compute threads than ``n``, at any batch size.
 """
 
-import os
 import subprocess
 import sys
 import time
@@ -22,8 +21,6 @@ def set_num_threads(n):
 
     n = positive_int(n, "n")
     threadpool_limits(limits=n)
-    import sys
-
     if "numba" in sys.modules:  # never import numba just to set its threads
         import numba
 
@@ -69,11 +66,15 @@ def warmup(dtype=None, *, backend="numba", processes=None):
             dtypes = (float_dtype(np.float32 if dtype is None else dtype),)
         except ValueError:
             raise ValueError(f"dtype must be None, 'float32', 'float64' or 'all', got {dtype!r}") from None
-    processes = min(_usable_cores(), 4) if processes is None else positive_int(processes, "processes")
+    if processes is not None:
+        processes = positive_int(processes, "processes")
     if backend == "auto":
         backend = available_backends()[-1]
     if backend not in available_backends() or backend == "numpy":  # nothing to compile
         return 0.0
+    from fastnet.kernels.numba.aside import usable_cores
+
+    processes = min(usable_cores(), 4) if processes is None else processes
     start = time.perf_counter()
     _compile_in_processes([d.name for d in dtypes], processes)
     for dt in dtypes:
@@ -94,35 +95,23 @@ def warmup(dtype=None, *, backend="numba", processes=None):
     return time.perf_counter() - start
 
 
-def _usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def _compile_in_processes(dtypes, processes):
     """Compile every kernel signature of ``dtypes``: a share in this process and,
     once it finds a kernel to compile (the on-disk cache is cold), one share in
     each of ``processes - 1`` new ones.  A helper that cannot start or fails
     leaves its share to the networks of ``warmup``, which compile what they do
     not find (a failure is reported as a RuntimeWarning)."""
-    from fastnet.kernels.numba import cpu, warm
+    from fastnet.kernels.numba import aside, cpu, warm
 
     if cpu.DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
         return
-    # the helpers import this fastnet, wherever it was imported from
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    command = [sys.executable, "-m", "fastnet.kernels.numba.warm", ",".join(dtypes)]
     helpers = []
 
     def start_helpers(starting):
         if starting and not helpers:
             for part in range(1, processes):
                 try:
-                    helpers.append(subprocess.Popen(command + [str(part), str(processes)], env=env,
-                                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+                    helpers.append(aside.start_helper([",".join(dtypes), part, processes]))
                 except OSError:  # e.g. no process may be started here: this one compiles it all
                     break
 

@@ -7,7 +7,8 @@
   checks only the file that defines a function, but a compiled kernel holds
   the code of the kernels it calls, which live in other files: without the
   digest, an upgrade that changed ``activations.py`` alone would leave the
-  cached forward pass computing the old activations.
+  cached forward pass computing the old activations.  ``cached`` tells
+  whether that cache holds a kernel for given argument types.
 * ``on_compile``: callbacks told when the kernels start and stop compiling
   (numba's ``numba:compile`` events; a kernel loaded from the cache sends none).
 * Calls by address (``Leaves``): a kernel that calls large kernels through
@@ -105,6 +106,17 @@ class KernelCache(FunctionCache):
 
     def _index_key(self, sig, codegen):
         return (*super()._index_key(sig, codegen), SOURCE_DIGEST)
+
+
+def cached(kernel, args):
+    """Whether numba's on-disk cache holds ``kernel`` (one of this package's) compiled
+    for ``args``, a tuple of numba types, as a call from Python compiles it."""
+    cache = getattr(kernel, "_cache", None)
+    try:
+        key = cache._index_key(tuple(args), kernel.targetctx.codegen())
+        return key in cache._cache_file._load_index()
+    except AttributeError:  # not a kernel of this package, or numba's cache changed: say no
+        return False
 
 
 class CacheUnavailable(ImportError):

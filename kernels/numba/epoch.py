@@ -12,6 +12,7 @@ progress bar moves and Ctrl-C stops it between calls.
 import math
 
 import numpy as np
+from numba import types
 
 from .. import ACCURACIES
 from .cpu import Leaves, array_at, jit
@@ -21,6 +22,13 @@ from .fused import ADAM, N_OUT, STEPS, Y, check_adam, ready, sgd_update, step_si
 __all__ = ["fused_adam_epoch", "fused_sgd_epoch"]
 
 STEP = Leaves((STEPS, step_signature))
+
+
+def epoch_args(dt):
+    """``compiled_epoch``'s argument types for arrays of ``dt`` (a numba float type), as ``_run`` calls it."""
+    m, i64 = types.Array(dt, 2, "C"), types.int64
+    return (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(types.float64, 1, "C"),
+            types.Array(i64, 1, "C"), *step_signature(dt).args[2:])
 _step_call = STEP.call
 
 
@@ -130,7 +138,8 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
     if not 0 <= accuracy_kind < len(ACCURACIES):
         raise ValueError(f"accuracy_kind must index fastnet.kernels.ACCURACIES {ACCURACIES}, got "
                          f"{accuracy_kind!r}")
-    ready(plan, loss_kind, update, nesterov, bounds)
+    ready(plan, loss_kind, update, nesterov, bounds,
+          aside=[(compiled_epoch, epoch_args(types.float32 if dtype == np.float32 else types.float64))])
     after = plan.after
     STEP.need(dtype, 0, int(update == ADAM))
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),

@@ -29,6 +29,7 @@ import numpy as np
 from numba import types
 
 from .activations import BACKWARD, FORWARD
+from .aside import Aside
 from .blas import address as blas_address
 from .blas import matmul
 from .cpu import Leaves, array_at, by_code, data_address, jit
@@ -342,8 +343,9 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     and writeable, of one float dtype, each layer's shapes chained to the
     next, every workspace of one batch size, the velocities empty or of their
     parameter's shape, Adam's moments (when given, one pair per layer) of
-    their parameter's shape.  A ValueError says what did not hold.  The kernels the
-    step will call for these layers are compiled here (or loaded from the cache).
+    their parameter's shape.  A ValueError says what did not hold.  Nothing is
+    compiled here: the first step of each loss and update compiles (or loads
+    from the cache) the kernels it reaches (``ready``).
     """
     layers = list(zip(ws, bs, vws, vbs, as_, ys, gs, kinds, alphas, strict=True))
     if not layers:
@@ -399,22 +401,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
     # the bias gradients and one dw in ``work``: for the products by BLAS, and Adam
     plan.work = _aligned_empty(db_at + dw_size, dtype) if gemm is not None or moments else plan.scratch[:0]
-    if gemm is not None:
-        plan.gemm = gemm
-        for kind in set(int(k) for k in kinds):
-            LEAVES.need(dtype, ACT, kind)
-            LEAVES.need(dtype, ACT_GRAD, kind)
-        return plan
-    plan.gemm = (0, False)
-    if batch >= 4:
-        LEAVES.need(dtype, FWD_TILES)
-    if batch % 4:
-        LEAVES.need(dtype, FWD_ROWS, plan.codes[0])
-    if len(layers) > 1:
-        LEAVES.need(dtype, DX, plan.codes[1])
-    for kind in set(int(k) for k in kinds):
-        LEAVES.need(dtype, ACT, kind)
-        LEAVES.need(dtype, ACT_GRAD, kind)
+    plan.gemm = (0, False) if gemm is None else gemm
     return plan
 
 
@@ -510,11 +497,18 @@ def check_bounds(plan, bounds):
                          f"got {bounds!r:.80}")
 
 
-def ready(plan, loss_kind, update, nesterov, bounds):
-    """Refuse bounds the step would misuse, and make every kernel it reaches ready."""
+def ready(plan, loss_kind, update, nesterov, bounds, aside=()):
+    """Refuse bounds the step would misuse, and make every kernel it reaches
+    ready: its leaves compiled (or loaded) here, and the step itself
+    (``STEPS``), with ``aside``'s ((kernel, argument types) pairs of
+    ``warm.signatures``), compiled meanwhile in a helper process when the
+    cache lacks them and a core is spare (``aside.Aside``); the call then
+    loads them from the cache."""
     check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
-        _make_ready(plan, loss_kind, update, nesterov)
+        dt = types.float32 if plan.dtype == np.float32 else types.float64
+        with Aside(plan.dtype, [(STEPS[step_code(update)], step_signature(dt).args), *aside]):
+            _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
 
 
@@ -544,13 +538,23 @@ def _make_ready(plan, loss_kind, update, nesterov):
     """Compile (or load) every kernel a step of this loss and update reaches on this plan."""
     if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
         raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
-    dtype, by_blas = plan.dtype, plan.gemm[0] != 0
+    dtype, by_blas, batch = plan.dtype, plan.gemm[0] != 0, plan.x_shape[0]
+    for kind in set(plan.table[:, KIND].tolist()):
+        LEAVES.need(dtype, ACT, kind)
+        LEAVES.need(dtype, ACT_GRAD, kind)
+    if not by_blas:  # the products by the tiles and compiled loops
+        if batch >= 4:
+            LEAVES.need(dtype, FWD_TILES)
+        if batch % 4:
+            LEAVES.need(dtype, FWD_ROWS, plan.codes[0])
+        if plan.table.shape[0] > 1:
+            LEAVES.need(dtype, DX, plan.codes[1])
     LEAVES.need(dtype, LOSS, loss_kind)
     if update in (ADAM, GRADS):
         if update == ADAM:
             LEAVES.need(dtype, ADAM)
         if not by_blas:  # dw by the tiles' plain update
-            if plan.x_shape[0] >= UPDATE_TILES_MIN_BATCH:
+            if batch >= UPDATE_TILES_MIN_BATCH:
                 for code in set(plan.table[:, ALIASED].tolist()):
                     LEAVES.need(dtype, UPD_TILED, code)
             else:

@@ -10,7 +10,12 @@ where the others load it from.
     python -m fastnet.kernels.numba.warm DTYPES PART PARTS
 
 compiles (or loads) signatures PART, PART + PARTS, ... of DTYPES
-(comma-separated float32, float64).
+(comma-separated float32, float64);
+
+    python -m fastnet.kernels.numba.warm --only DTYPE NAME [NAME ...]
+
+the kernels of DTYPE's signatures named NAME (a kernel's ``__name__``), for
+``aside.Aside``.
 """
 
 import sys
@@ -31,8 +36,7 @@ def signatures(dtype):
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
     out += [
         *((step, fused.step_signature(dt).args) for step in fused.STEPS),
-        (epoch.compiled_epoch, (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(f64, 1, "C"),
-                                types.Array(i64, 1, "C"), *fused.step_signature(dt).args[2:])),
+        (epoch.compiled_epoch, epoch.epoch_args(dt)),
         (apply.compiled_apply, (types.Array(i64, 1, "C"), types.Array(i64, 2, "C"), types.Array(dt, 1, "C"),
                                 types.boolean, f64, f64, f64, types.boolean, types.Array(f64, 2, "C"),
                                 types.Array(f64, 2, "C"), f64, f64, f64, f64, i64, types.Array(f64, 1, "C"))),
@@ -58,7 +62,18 @@ def compile_share(dtypes, part, parts):
         kernel.compile(args)
 
 
+def compile_named(dtype, names):
+    """Compile (or load from the cache) the kernels of ``signatures(dtype)`` named ``names``."""
+    names = set(names)
+    for kernel, args in signatures(dtype):
+        if kernel.__name__ in names:
+            kernel.compile(args)
+
+
 def main(argv):
+    if argv[:1] == ["--only"]:
+        compile_named(argv[1], argv[2:])
+        return
     dtypes, part, parts = argv
     compile_share(dtypes.split(","), int(part), int(parts))
 
