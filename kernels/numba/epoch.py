@@ -138,8 +138,7 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
     if not 0 <= accuracy_kind < len(ACCURACIES):
         raise ValueError(f"accuracy_kind must index fastnet.kernels.ACCURACIES {ACCURACIES}, got "
                          f"{accuracy_kind!r}")
-    ready(plan, loss_kind, update, nesterov, bounds,
-          aside=[(compiled_epoch, epoch_args(types.float32 if dtype == np.float32 else types.float64))])
+    ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
     STEP.need(dtype, 0, int(update == ADAM))
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),

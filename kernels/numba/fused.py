@@ -497,17 +497,16 @@ def check_bounds(plan, bounds):
                          f"got {bounds!r:.80}")
 
 
-def ready(plan, loss_kind, update, nesterov, bounds, aside=()):
+def ready(plan, loss_kind, update, nesterov, bounds):
     """Refuse bounds the step would misuse, and make every kernel it reaches
     ready: its leaves compiled (or loaded) here, and the step itself
-    (``STEPS``), with ``aside``'s ((kernel, argument types) pairs of
-    ``warm.signatures``), compiled meanwhile in a helper process when the
-    cache lacks them and a core is spare (``aside.Aside``); the call then
-    loads them from the cache."""
+    (``STEPS``) compiled meanwhile in a helper process when the cache lacks
+    it and a core is spare (``aside.Aside``); the call then loads it from
+    the cache."""
     check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
         dt = types.float32 if plan.dtype == np.float32 else types.float64
-        with Aside(plan.dtype, [(STEPS[step_code(update)], step_signature(dt).args), *aside]):
+        with Aside(plan.dtype, [(STEPS[step_code(update)], step_signature(dt).args)]):
             _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
 
