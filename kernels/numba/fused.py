@@ -27,8 +27,8 @@ compiling on Emerald Rapids), and its leaves are nearly as much again: on a
 cold cache with a core to spare, ``ready`` compiles the step in a helper
 process while this one compiles the leaves (``aside.Aside``), then loads it
 from the cache.  Side by side on an Intel Xeon (family 6 model 167), cold, the
-first result of fused-1 came 2.7-2.8 s after the process started against
-3.8-3.9 s compiling both here (``benchmarks/compile_profile.py``).
+first result of fused-1 came 2.7-2.8 s after the process started, against
+3.8-3.9 s with both compiled here (``benchmarks/compile_profile.py``).
 """
 
 import math
