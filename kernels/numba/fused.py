@@ -23,12 +23,12 @@ at 256, 1.05x at 1024 (``benchmarks/jit_vs_numpy.py --baseline``, the run in the
 README's table).
 
 The step is the largest kernel of all (1.5 s of a cold fused-64's 4 s of
-compiling on Emerald Rapids), and its leaves are nearly as much again: on a
-cold cache with a core to spare, ``ready`` compiles the step in a helper
-process while this one compiles the leaves (``aside.Aside``), then loads it
-from the cache.  Side by side on an Intel Xeon (family 6 model 167), cold, the
-first result of fused-1 came 2.7-2.8 s after the process started, against
-3.8-3.9 s with both compiled here (``benchmarks/compile_profile.py``).
+compiling on Emerald Rapids; its leaves are the rest): on a cold cache with
+a core to spare, ``ready`` compiles the step in a helper process while this
+one compiles the leaves (``aside.Aside``), then loads it from the cache.
+Side by side on an Intel Xeon (family 6 model 167), cold, the first result of
+fused-1 came 2.7-2.8 s after the process started, against 3.8-3.9 s with both
+compiled here (``benchmarks/compile_profile.py``).
 """
 
 import math
