@@ -20,6 +20,11 @@ class StateChecks:
     """The checks of ``NeuralNetwork``: the execution plan's state (``_checked``)
     and the update bounds (``_check_updates``)."""
 
+    def _will_check(self):
+        """Whether the next ``_checked`` looks at the whole state (the first
+        step, or something changed since the last check)."""
+        return COUNT.n != self._checked_at
+
     def _checked(self):
         """Check the whole state (``_check_state``) when anything it is made of
         was assigned or changed in place anywhere since the last check that

@@ -1,5 +1,6 @@
 """NeuralNetwork: dense layers stacked, a loss, an optimizer, and training."""
 
+import contextlib
 import functools
 import sys
 import threading
@@ -20,6 +21,7 @@ from fastnet.optimizers import SGD
 
 MODES = ("sgd", "gd")
 _PREDICT_CHUNK = 1024
+_NOTHING = contextlib.nullcontext()
 
 
 def _serialised(method):
@@ -307,9 +309,14 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         afterwards).  ``keep_grads=True`` takes the layered path, which sets them.
         """
         keep_grads = flag(keep_grads, "keep_grads")
-        self._checked()
-        x, t, x_max = self._check_step_xy(x, y)
-        return training.train_batch(self, x, t, "in train_step", keep_grads, x_max)
+        ahead = _NOTHING  # not looked for while the state is unchanged (the step then ran already)
+        if self._will_check():
+            rows = x.shape[0] if type(x) is np.ndarray and x.ndim == 2 else None
+            ahead = training.compiling_ahead(self, rows, keep_grads)
+        with ahead:
+            self._checked()
+            x, t, x_max = self._check_step_xy(x, y)
+            return training.train_batch(self, x, t, "in train_step", keep_grads, x_max)
 
     def plan(self, batch_size, comm=None):
         """The path a training step takes for a batch of this size: ``"fused"``
@@ -386,6 +393,13 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             With ``comm``, on the other ranks when one rank failed (that rank
             raises its own exception); no rank applies that step's update.
         """
+        ahead = training.compiling_ahead(self, batch_size if mode == "sgd" and comm is None else None)
+        with ahead:  # a cold process: the step compiles in a helper while the checks compile here
+            return self._fit(X, y, epochs, batch_size, mode, shuffle, validation_data, progress, rng, comm,
+                             validation_split, callbacks, verbose)
+
+    def _fit(self, X, y, epochs, batch_size, mode, shuffle, validation_data, progress, rng, comm,
+             validation_split, callbacks, verbose):
         shuffle, progress = flag(shuffle, "shuffle"), flag(progress, "progress")
         callbacks = check_callbacks(callbacks)
         if isinstance(verbose, (bool, np.bool_)) or verbose not in (0, 1):

@@ -6,7 +6,8 @@
 * ``train_batch``, ``forward_backward``, ``gradients_into``: a training step,
   the forward and backward passes alone, and a step's gradients alone into a
   flat buffer (the fused step's first half where it runs), on validated data
-  (``steps``).
+  (``steps``); ``compiling_ahead``, the block a ``train_step`` runs in, which
+  starts compiling the fused step before the step's checks compile.
 * ``apply_gradients``: the checked update from gradients given whole.
 * ``batches``, ``epoch_sgd``, ``epoch_gd``, ``gd_accumulate``,
   ``batch_accuracy``: the epochs of ``fit`` (``loop``); ``fastnet.distributed``
@@ -20,11 +21,13 @@ from fastnet.training.loop import batch_accuracy, batches, epoch_gd, epoch_sgd, 
 from fastnet.training.paths import PATHS, execution_plan, plan
 from fastnet.training.steps import (
            apply_gradients,
+           compiling_ahead,
            forward_backward,
            forward_loss,
            gradients_into,
            train_batch,
 )
 
-__all__ = ["PATHS", "apply_gradients", "batch_accuracy", "batches", "epoch_gd", "epoch_sgd", "execution_plan",
-           "forward_backward", "forward_loss", "gd_accumulate", "gradients_into", "plan", "train_batch"]
+__all__ = ["PATHS", "apply_gradients", "batch_accuracy", "batches", "compiling_ahead", "epoch_gd",
+           "epoch_sgd", "execution_plan", "forward_backward", "forward_loss", "gd_accumulate",
+           "gradients_into", "plan", "train_batch"]

@@ -1,11 +1,39 @@
 """A training step on validated data and checked state: the fused path's one
 compiled call, or the layered path's passes and the optimizer's update."""
 
+import contextlib
 import math
+import numbers
+
+import numpy as np
 
 from fastnet._checks import _refuse_update
 from fastnet.optimizers import Adam
-from fastnet.training.paths import execution_plan
+from fastnet.training.paths import execution_plan, plan
+
+_NOTHING = contextlib.nullcontext()
+
+
+def compiling_ahead(net, batch, keep_grads=False):
+    """The block a ``train_step`` or ``fit`` of ``net`` on batches of ``batch``
+    rows runs in.  Before this process's first fused step of the network's
+    dtype and optimizer (its kernel not yet compiled or loaded here), the
+    fused step's ``Aside`` (``fastnet.kernels.numba.fused.step_aside``): the
+    helper process that compiles the step then starts with the step's own
+    checks of its state and batch (``max_abs``, ``check_and_one_hot``), not
+    after they compiled.  Otherwise, and when ``batch`` is not a positive int
+    or the network's state is broken (the checks to come will say so), a
+    block that does nothing; it raises nothing."""
+    if keep_grads or net.backend != "numba" or not isinstance(batch, numbers.Integral) or batch < 1:
+        return _NOTHING
+    try:  # the state is not checked yet: what is wrong with it is left to the checks, which name it
+        dtype, fused = net.dtype, net.kernels.fused
+        if dtype not in (np.float32, np.float64) or plan(net, batch)[0] != "fused":
+            return _NOTHING
+        return fused.step_aside(dtype, fused.ADAM if type(net.optimizer) is Adam else 0,
+                                checks_first=True) or _NOTHING
+    except Exception:
+        return _NOTHING
 
 
 def train_batch(net, x, t, where, keep_grads=False, x_max=None):

@@ -6,8 +6,9 @@ imports it when the numba backend is first asked for.  Its public kernels are
 ``__all__``, the reference's; ``cpu`` (vector width, decorators, the cache,
 calls by address), ``tiles`` (the register tile), ``blas`` (BLAS called from
 compiled code), ``updates`` (the fused step's updates without ``dw``),
-``tuning`` (every measured threshold) and ``warm`` (what ``warmup`` compiles)
-are what only compiled code needs.
+``tuning`` (every measured threshold), ``warm`` (what ``warmup`` compiles) and
+``fused.step_aside`` (the fused step compiled in a helper process) are what
+only compiled code needs.
 
 No kernel starts threads of its own (no ``prange``): the only thread pool is
 BLAS's, so the two can never oversubscribe the cores.  Nothing is compiled at
@@ -16,7 +17,7 @@ call with a new signature (one per dtype: the callers cast or copy read-only and
 other differently-typed arrays first).
 """
 
-from . import blas, cpu, tiles, tuning, updates  # noqa: F401 (the package's other modules, as attributes)
+from . import blas, cpu, fused, tiles, tuning, updates  # noqa: F401 (the package's other modules, as attributes)
 from .activations import activation_derivative, activation_forward, activation_grad
 from .apply import fused_adam_apply, fused_sgd_apply
 from .dense import (

@@ -25,12 +25,16 @@ README's table).
 The step is the largest kernel of all (1.5 s of a cold fused-64's 4 s of
 compiling on Emerald Rapids; its leaves are the rest): on a cold cache with
 a core to spare, ``ready`` compiles the step in a helper process while this
-one compiles the leaves (``aside.Aside``), then loads it from the cache.
+one compiles the leaves (``aside.Aside``), then loads it from the cache;
+``train_step`` and ``fit`` open the same block before the step's checks
+(``step_aside``), so that in a cold process the helper starts first.
 Side by side on an Intel Xeon (family 6 model 167), cold, the first result of
 fused-1 came 2.7-2.8 s after the process started, against 3.8-3.9 s with both
 compiled here (``benchmarks/compile_profile.py``).
 """
 
+import contextlib
+import functools
 import math
 
 import numpy as np
@@ -325,6 +329,33 @@ def step_code(update):
     return 1 if update == ADAM else 2 if update == GRADS else 0
 
 
+@functools.cache
+def _step_kernel(dtype, code):
+    """[(``STEPS[code]``, its argument types for arrays of ``dtype``)]: what an ``Aside`` compiles."""
+    dt = types.float32 if dtype == np.float32 else types.float64
+    return [(STEPS[code], step_signature(dt).args)]
+
+
+_COMPILED = set()  # (dtype.char, step code) of the steps this process has compiled or loaded: one lookup
+
+
+def step_aside(dtype, update, checks_first=False):
+    """The ``Aside`` that compiles the fused step for ``update`` (its ``STEPS``)
+    and arrays of ``dtype`` (a ``numpy.dtype``), or None when this process has it
+    already.  ``ready`` opens one; a caller opens one of its own before
+    compiles that come first (``fastnet.training.steps.compiling_ahead``),
+    with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
+    cold process: the helper starts at once)."""
+    key = (dtype.char, step_code(update))
+    if key in _COMPILED:
+        return None
+    [(kernel, args)] = entry = _step_kernel(dtype, key[1])
+    if args in kernel.overloads:  # 17 us (a tuple of 25 numba types hashed), once
+        _COMPILED.add(key)
+        return None
+    return Aside(dtype, entry, [(max_abs, (args[0],))] if checks_first else ())  # args[0]: x, a matrix
+
+
 class FusedPlan:
     """What ``fused_sgd_step`` works on: the layers' arrays as a table of
     addresses and widths, the arrays themselves (held, so that the addresses
@@ -513,8 +544,7 @@ def ready(plan, loss_kind, update, nesterov, bounds):
     the cache."""
     check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
-        dt = types.float32 if plan.dtype == np.float32 else types.float64
-        with Aside(plan.dtype, [(STEPS[step_code(update)], step_signature(dt).args)]):
+        with step_aside(plan.dtype, update) or contextlib.nullcontext():
             _make_ready(plan, loss_kind, update, nesterov)
         plan.ready.add((loss_kind, update, nesterov))
 
