@@ -44,7 +44,7 @@ from .activations import BACKWARD, FORWARD
 from .aside import Aside
 from .blas import address as blas_address
 from .blas import matmul
-from .cpu import Leaves, array_at, by_code, data_address, jit
+from .cpu import DISABLED, Leaves, array_at, by_code, data_address, jit
 from .dense import (
     FORWARD_ROWS,
     INPUT_GRAD_SMALL,
@@ -347,7 +347,7 @@ def step_aside(dtype, update, checks_first=False):
     with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
     cold process: the helper starts at once)."""
     key = (dtype.char, step_code(update))
-    if key in _COMPILED:
+    if key in _COMPILED or DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
         return None
     [(kernel, args)] = entry = _step_kernel(dtype, key[1])
     if args in kernel.overloads:  # 17 us (a tuple of 25 numba types hashed), once
