@@ -336,9 +336,6 @@ def _step_kernel(dtype, code):
     return [(STEPS[code], step_signature(dt).args)]
 
 
-_COMPILED = set()  # (dtype.char, step code) of the steps this process has compiled or loaded: one lookup
-
-
 def step_aside(dtype, update, checks_first=False):
     """The ``Aside`` that compiles the fused step for ``update`` (its ``STEPS``)
     and arrays of ``dtype`` (a ``numpy.dtype``), or None when this process has it
@@ -346,12 +343,10 @@ def step_aside(dtype, update, checks_first=False):
     compiles that come first (``fastnet.training.steps.compiling_ahead``),
     with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
     cold process: the helper starts at once)."""
-    key = (dtype.char, step_code(update))
-    if key in _COMPILED or DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
+    if DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
         return None
-    [(kernel, args)] = entry = _step_kernel(dtype, key[1])
-    if args in kernel.overloads:  # 17 us (a tuple of 25 numba types hashed), once
-        _COMPILED.add(key)
+    [(kernel, args)] = entry = _step_kernel(dtype, step_code(update))
+    if args in kernel.overloads:  # 17 us (a tuple of 25 numba types hashed): not on a step's hot path
         return None
     return Aside(dtype, entry, [(max_abs, (args[0],))] if checks_first else ())  # args[0]: x, a matrix
 
