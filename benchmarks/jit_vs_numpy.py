@@ -1,7 +1,7 @@
 """JIT path against the NumPy reference and against bare BLAS, side by side.
 
     python benchmarks/jit_vs_numpy.py [--quick] [--cases 512,1024,mlp,mlp-wide] [--batches 8,16]
-                                      [--optimizer sgd|momentum|adam] [--repeats 9]
+                                      [--optimizer sgd|momentum|adam|sgd-decay|momentum-decay] [--repeats 9]
                                       [--out results.json] [--baseline REV]
 
 For each shape and batch size, in one process, alternating, medians after
@@ -66,7 +66,8 @@ def blas_case(sizes, batch, rng, first_dx=True):
 
 
 OPTIMIZERS = {"sgd": lambda lib: lib.SGD(1e-4), "momentum": lambda lib: lib.SGD(1e-4, momentum=0.9),
-              "adam": lambda lib: lib.Adam(1e-4)}
+              "adam": lambda lib: lib.Adam(1e-4), "sgd-decay": lambda lib: lib.SGD(1e-4, weight_decay=1e-4),
+              "momentum-decay": lambda lib: lib.SGD(1e-4, momentum=0.9, weight_decay=1e-4)}
 
 
 def mlp_case(sizes, batch, backend, rng, lib=fn, optimizer="sgd"):

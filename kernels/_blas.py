@@ -1,4 +1,5 @@
-"""``C = alpha * A @ B + beta * C`` by a direct call of the BLAS that NumPy uses.
+"""``C = alpha * A @ B + beta * C`` (and ``y += alpha * x``) by a direct call of
+the BLAS that NumPy uses.
 
 ``np.matmul`` has no ``alpha`` and no ``beta``, so a scaled product costs an
 extra pass over its result (``dw = x.T @ dz / B``), and an update ``w -= lr *
@@ -24,7 +25,7 @@ _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 
 class _Gemm:
-    """The ctypes functions ``?gemm`` of one OpenBLAS library."""
+    """The ctypes functions ``?gemm`` and ``?axpy`` of one OpenBLAS library."""
 
     def __init__(self, path):
         lib = ctypes.CDLL(path)
@@ -40,13 +41,18 @@ class _Gemm:
         int_t = ctypes.c_int64 if wide else ctypes.c_int32
         self.max_int = 2**63 - 1 if wide else 2**31 - 1  # ctypes would wrap a larger int silently
         self.path = path
-        self.functions = {}
+        self.functions, self.axpys = {}, {}
         for letter, dtype, real in (("s", np.float32, ctypes.c_float), ("d", np.float64, ctypes.c_double)):
             f = getattr(lib, f"{prefix}cblas_{letter}gemm{suffix}")
             f.restype = None
             f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, int_t, int_t, int_t, real,
                           ctypes.c_void_p, int_t, ctypes.c_void_p, int_t, real, ctypes.c_void_p, int_t]
             self.functions[np.dtype(dtype)] = f
+            f = getattr(lib, f"{prefix}cblas_{letter}axpy{suffix}", None)
+            if f is not None:
+                f.restype = None
+                f.argtypes = [int_t, real, ctypes.c_void_p, int_t, ctypes.c_void_p, int_t]
+                self.axpys[np.dtype(dtype)] = f
 
 
 def _numpy_blas_name():
@@ -98,6 +104,30 @@ def function(dtype):
     lib = _library()
     f = None if lib is None else lib.functions.get(np.dtype(dtype))
     return None if f is None else (f, lib.max_int > 2**31)
+
+
+def axpy_function(dtype):
+    """The ctypes function ``cblas_?axpy`` for dtype, of the library ``function``
+    gives ``?gemm`` from (its integers as wide), or None."""
+    lib = _library()
+    return None if lib is None else lib.axpys.get(np.dtype(dtype))
+
+
+def axpy(alpha, x, y):
+    """y += alpha * x in place, by BLAS, over every element of two C-contiguous
+    arrays of one shape and dtype, y writeable and not overlapping x; True
+    when done, ``None`` (y untouched) where there is no BLAS ``?axpy`` or an
+    operand does not fit: compute it another way then."""
+    if x.shape != y.shape:
+        raise ValueError(f"axpy: shapes {x.shape} and {y.shape} do not match")
+    f = axpy_function(y.dtype)
+    if (f is None or x.dtype != y.dtype or not y.flags.writeable
+            or not (x.flags.c_contiguous and y.flags.c_contiguous and x.flags.aligned and y.flags.aligned)
+            or y.size > _library().max_int or np.may_share_memory(x, y)):
+        return None
+    if y.size:
+        f(y.size, alpha, x.ctypes.data, 1, y.ctypes.data, 1)
+    return True
 
 
 def _operand(m):

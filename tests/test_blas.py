@@ -1,4 +1,5 @@
-"""``fastnet.kernels._blas.gemm``: C = alpha A @ B + beta C by NumPy's own BLAS.
+"""``fastnet.kernels._blas.gemm``: C = alpha A @ B + beta C by NumPy's own BLAS
+(and ``axpy``, y += alpha x).
 
 Results are checked against the same product in ``np.longdouble``, within
 the rounding bound of a length-k dot product: |error| <= (k + 2) eps (|alpha|
@@ -121,6 +122,45 @@ def test_mismatched_shapes_raise():
     a, b, c = np.ones((4, 6), np.float32), np.ones((5, 3), np.float32), np.ones((4, 3), np.float32)
     with pytest.raises(ValueError, match=r"\(4, 6\) @ \(5, 3\)"):
         _blas.gemm(1.0, a, b, 0.0, c)
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [1.0, -0.05, 1.0 / 3])
+def test_axpy_matches_the_sum_and_leaves_x(dtype, alpha):
+    """One multiply and one add per element, fused or not: the exact sum within
+    two roundings of the terms' magnitudes, |error| <= eps (|y| + |alpha x|)
+    (eps the unit roundoff, doubled for a reference no wider than float64)."""
+    rng = np.random.default_rng(3)
+    for shape in [(1,), (7,), (257, 3), (784, 256)]:
+        x, y0 = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+        x_before, y = x.copy(), y0.copy()
+        assert _blas.axpy(alpha, x, y)
+        wide = np.longdouble
+        ref = y0.astype(wide) + wide(dtype(alpha)) * x.astype(wide)
+        bound = np.finfo(dtype).eps * (np.abs(y0).astype(wide) + np.abs(wide(dtype(alpha)) * x))
+        assert np.all(np.abs(y - ref) <= bound), shape
+        np.testing.assert_array_equal(x, x_before)
+
+
+@needs_blas
+def test_axpy_refuses_what_blas_cannot_take_untouched():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((4, 6)).astype(np.float32), rng.standard_normal((4, 6)).astype(np.float32)
+    before = y.copy()
+    assert _blas.axpy(1.0, x.astype(np.float64), y) is None  # mixed dtypes
+    assert _blas.axpy(1.0, x.astype(np.int64), y.astype(np.int64)) is None
+    assert _blas.axpy(1.0, np.asfortranarray(x), y) is None  # not C-contiguous
+    assert _blas.axpy(1.0, y, y) is None  # overlapping
+    frozen = y.copy()
+    frozen.flags.writeable = False
+    assert _blas.axpy(1.0, x, frozen) is None
+    raw = np.zeros(4 * 6 * 4 + 1, np.uint8)[1:].view(np.float32).reshape(4, 6)  # misaligned
+    assert _blas.axpy(1.0, x, raw) is None
+    np.testing.assert_array_equal(y, before)
+    with pytest.raises(ValueError, match=r"\(4, 6\) and \(6, 4\)"):
+        _blas.axpy(1.0, x, np.ones((6, 4), np.float32))
+    assert _blas.axpy(1.0, x[:0], y[:0])  # nothing to add
 
 
 def test_numpys_openblas_is_found_when_loaded():

@@ -23,7 +23,7 @@ from fastnet.kernels import ACTIVATIONS
 pytest.importorskip("numba")
 from numba.core import config as numba_config  # noqa: E402
 
-from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH, fused_by_blas  # noqa: E402
+from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH, MOMENTUM_FLUSH_EVERY, fused_by_blas  # noqa: E402
 
 STEP_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 LOSSES = {"softmax_xent": "identity", "bce_logits": "identity", "mse": "tanh"}
@@ -103,6 +103,53 @@ def test_two_hundred_steps_agree(loss, optimizer, dtype):
         np.testing.assert_allclose(loss_j, loss_r, rtol=tol, atol=tol)
     for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
         _close(got, want, tol, _atol(optimizer, tol))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.9, 1e-3), (0.0, 1e-3)])
+def test_updates_by_blas_agree_between_and_at_the_flushes(momentum, weight_decay, dtype):
+    """Momentum by BLAS updates w by ``?axpy`` on most steps and by the flushing
+    pass on one in MOMENTUM_FLUSH_EVERY (the plan's first included); plain SGD
+    with weight decay by ``?axpy`` always.  A plan's steps at one batch size,
+    past two flushes, each step against the reference (the bound grows by
+    STEP_TOL a step, as over the 200 steps above)."""
+    for batch in (FUSED_MAX_BATCH + 1, 33, 257):
+        ref, jit = _pair("relu", "softmax_xent", dtype,
+                         lambda: fn.SGD(0.05, momentum=momentum, weight_decay=weight_decay))
+        assert fused_by_blas(batch, 9 * 7 * np.dtype(dtype).itemsize)
+        for step in range(MOMENTUM_FLUSH_EVERY + 3):
+            x, y = _data("softmax_xent", batch, dtype, seed=step)
+            tol = (step + 1) * STEP_TOL[dtype]
+            np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
+            for got, want in zip(_with_state(jit), _with_state(ref), strict=True):
+                _close(got, want, tol)
+
+
+def _with_state(net):
+    """The parameters, then the optimizer's velocities (SGD without momentum: none)."""
+    return net.parameters() + [v for v in net.optimizer.state or () if v.size]
+
+
+def test_momentum_by_blas_flushes_subnormal_velocities():
+    """A dead unit's velocity decays by 0.9 a step; once subnormal it is set to
+    0 within MOMENTUM_FLUSH_EVERY steps (``flush_subnormal``: else it would stay
+    at the smallest subnormal for ever, every later update slow), and the
+    steps between leave it to BLAS (its ``?axpy`` cannot flush)."""
+    batch, tiny = 32, np.finfo(np.float32).tiny
+    net = _pair("relu", "softmax_xent", np.float32, lambda: fn.SGD(0.05, momentum=0.9))[1]
+    x, y = _data("softmax_xent", batch, np.float32)
+    assert fused_by_blas(batch, 0) and net.plan(batch) == "fused"
+    net.train_step(x, y)  # the plan's first step: a flush
+    net.layers[0].b[0, 0] = -1e6  # unit 0 of the first layer dead: a zero gradient from here on
+    v = net.optimizer.state[0]
+    v[:, 0] = tiny  # the smallest normal: 0.9 of it is subnormal
+    for step in range(2, MOMENTUM_FLUSH_EVERY + 2):
+        net.train_step(x, y)
+        column = v[:, 0]
+        if step <= MOMENTUM_FLUSH_EVERY:
+            assert np.all((column != 0) & (np.abs(column) < tiny)), (step, column)
+        else:  # step MOMENTUM_FLUSH_EVERY + 1: the plan's second flush
+            assert np.all(column == 0), (step, column)
 
 
 WIDE = (70, 137, 203, 10)  # odd widths past the 4 x 16 float32 a 512-bit vector loop body takes

@@ -43,7 +43,7 @@ from numba import types
 from .activations import BACKWARD, FORWARD
 from .aside import Aside
 from .blas import address as blas_address
-from .blas import matmul
+from .blas import axpy, axpy_address, matmul
 from .cpu import DISABLED, Leaves, array_at, by_code, data_address, jit
 from .dense import (
     FORWARD_ROWS,
@@ -65,7 +65,7 @@ from .optimizers import (
     sgd_step,
     sgd_update_bound,
 )
-from .tuning import UPDATE_TILES_MIN_BATCH, fused_by_blas
+from .tuning import MOMENTUM_FLUSH_EVERY, UPDATE_TILES_MIN_BATCH, fused_by_blas
 from .updates import (
     UPDATE_ROWS_MOMENTUM,
     UPDATE_ROWS_PLAIN,
@@ -120,6 +120,9 @@ _call = LEAVES.call
 # (products by BLAS, and Adam), and the addresses of Adam's first moments of w and b.
 W, B, VW, VB, A, Y, G, N_IN, N_OUT, KIND, ALIASED, DB, MW, MB = range(14)
 _ONE = np.intp(1)  # not the constant 1: numba would type it as a Literal (see dense._1)
+#: ``plan.codes`` holds, after the batch size's three kernel codes, the address of BLAS's ``?axpy``
+#: (``blas.axpy_address``; 0 off BLAS) and the steps left before momentum's next flush of v.
+AXPY_AT, FLUSH_AT = 3, 4
 
 
 def step_signature(dt):
@@ -185,7 +188,8 @@ def _make_step(code):
                       step, m_bounds):
         """The step of ``fused_sgd_step``, on a plan's table of addresses (``fns``:
         ``LEAVES.table(dtype)``; ``codes``: the batch size's ``forward_rows_code``,
-        ``input_grad_code`` and ``rows_code``; ``update``: which update kernel).  The
+        ``input_grad_code`` and ``rows_code``, then ``AXPY_AT`` and ``FLUSH_AT``'s
+        entries, the last counted down here; ``update``: which update kernel).  The
         caller has made sure that every kernel the step reaches is compiled.
         ``after``: room for the bounds after the step, (layers, 2) float64.
 
@@ -195,8 +199,12 @@ def _make_step(code):
         pass each (bias and activation; activation gradient and bias gradient, into
         ``work``) and the update folded into the weight-gradient product where it
         can be: ``alpha = -lr / B``, ``beta = 1`` into w for plain SGD without weight
-        decay, ``beta = mu`` into the velocity for momentum without Nesterov; the
-        others form dw whole (in ``work``), then update from it.
+        decay, ``beta = mu`` into the velocity for momentum without Nesterov, then
+        ``w -= lr v`` by BLAS's ``?axpy`` (``v += wd w`` first, the same way), and
+        on one step in ``MOMENTUM_FLUSH_EVERY`` (the plan's first included) by the
+        pass that also flushes v's subnormals (``momentum_apply``); the others form
+        dw whole (in ``work``), then update from it (plain SGD with weight decay by
+        ``?axpy`` too: ``dw += wd w``, ``w -= lr dw``).
 
         ``STEPS[1]``, Adam (``update`` is ``ADAM``; ``momentum`` is its beta1;
         ``beta2``, ``eps``, ``step`` the rest of ``adam_step``'s arguments;
@@ -268,6 +276,12 @@ def _make_step(code):
                                weight_decay, nesterov, beta2, eps, step, big, limit):
                 return -(i + 1.0)
         dw_at = table[n_layers - 1, DB] + table[n_layers - 1, N_OUT]
+        flush = False
+        if by_blas and update == UPD_MOMENTUM and not nesterov:
+            codes[FLUSH_AT] -= 1
+            flush = codes[FLUSH_AT] <= 0 or codes[AXPY_AT] == 0
+            if flush:
+                codes[FLUSH_AT] = MOMENTUM_FLUSH_EVERY
         for i in range(n_layers - 1, -1, -1):
             n_in, n_out = table[i, N_IN], table[i, N_OUT]
             w, b = array_at(table[i, W], n_in, n_out, x), array_at(table[i, B], _ONE, n_out, x)
@@ -291,7 +305,12 @@ def _make_step(code):
                         _call(fns, SGD_STEP, 0, (w, dw, vw, lr, momentum, weight_decay, nesterov))
                     else:
                         matmul(gemm, wide, inv, x_i, True, g, False, mu, vw)
-                        _call(fns, MOMENTUM_APPLY, 0, (w, vw, lr_, wd))
+                        if flush:  # the pass: v's subnormals flushed (a step in MOMENTUM_FLUSH_EVERY)
+                            _call(fns, MOMENTUM_APPLY, 0, (w, vw, lr_, wd))
+                        else:  # on BLAS's threads (see MOMENTUM_FLUSH_EVERY for why)
+                            if wd != 0:
+                                axpy(codes[AXPY_AT], wide, wd, w, vw)
+                            axpy(codes[AXPY_AT], wide, -lr_, vw, w)
                     _call(fns, SGD_STEP, 0, (b, db, vb, lr, momentum, weight_decay, nesterov))
                 elif weight_decay == 0:
                     matmul(gemm, wide, -lr_ * inv, x_i, True, g, False, one, w)
@@ -299,7 +318,11 @@ def _make_step(code):
                 else:  # not beta = 1 - lr wd: in float32 that rounds to a multiple of 2^-24
                     dw = work[dw_at:dw_at + n_in * n_out].reshape((n_in, n_out))
                     matmul(gemm, wide, inv, x_i, True, g, False, zero, dw)
-                    _call(fns, SGD_STEP, 0, (w, dw, w, lr, 0.0, weight_decay, False))
+                    if codes[AXPY_AT] != 0:  # dw += wd w, w -= lr dw: on BLAS's threads, as momentum's
+                        axpy(codes[AXPY_AT], wide, wd, w, dw)
+                        axpy(codes[AXPY_AT], wide, -lr_, dw, w)
+                    else:
+                        _call(fns, SGD_STEP, 0, (w, dw, w, lr, 0.0, weight_decay, False))
                     _call(fns, SGD_STEP, 0, (b, db, b, lr, 0.0, weight_decay, False))
             elif update == UPD_MOMENTUM:
                 vw, vb = array_at(table[i, VW], n_in, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
@@ -431,8 +454,9 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     plan.mws, plan.mbs, plan.no_m_bounds = tuple(mws), tuple(mbs), np.zeros(len(layers))  # SGD's m_bounds
     plan.n_params = sum(w.size + b.size for w, b in zip(ws, bs, strict=True))  # fused_gradients' buffer
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
-    plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch)], np.int64)
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
+    plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch),
+                           0 if gemm is None else axpy_address(dtype), 1], np.int64)
     # the bias gradients and one dw in ``work``: for the products by BLAS, and Adam
     plan.work = _aligned_empty(db_at + dw_size, dtype) if gemm is not None or moments else plan.scratch[:0]
     plan.gemm = (0, False) if gemm is None else gemm

@@ -113,6 +113,17 @@ def fused_by_blas(batch, w_bytes):
     return batch > (FUSED_MAX_BATCH_BIG_WEIGHTS if w_bytes >= FUSED_BIG_WEIGHTS else FUSED_MAX_BATCH)
 
 
+#: The fused step's momentum by BLAS (no Nesterov) flushes the velocities'
+#: subnormals on the plan's first step and then on one step in this many; on
+#: the others ``w -= lr v`` is BLAS's ``?axpy``, on its threads, which cannot
+#: flush.  The flushing pass runs on one core, after a product both cores
+#: wrote v in: 784 x 256 float32 after the two-thread ``v = mu v + x.T @ g /
+#: B``, the pass took 80 us more than the product at B = 32, ``?axpy`` 17 us
+#: (Zen 3).  A velocity that decays into the subnormals (a dead unit) stays
+#: there at most this many steps, then is 0 for good (``flush_subnormal``:
+#: left alone it would stay subnormal, and slow, for ever).
+MOMENTUM_FLUSH_EVERY = 16
+
 #: Plain SGD of at least this many rows updates w by register tiles, straight
 #: from x.T @ g (1.25-1.8x faster than the row loops at 784 x 256, B = 5-16,
 #: Zen 3, the fused step side by side in ``latency.py``; at B <= 4 the loops, one
