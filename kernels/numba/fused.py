@@ -43,7 +43,7 @@ from numba import types
 from .activations import BACKWARD, FORWARD
 from .aside import Aside
 from .blas import address as blas_address
-from .blas import axpy, axpy_address, matmul
+from .blas import axpy_address, matmul
 from .cpu import DISABLED, Leaves, array_at, by_code, data_address, jit
 from .dense import (
     FORWARD_ROWS,
@@ -69,6 +69,7 @@ from .tuning import MOMENTUM_FLUSH_EVERY, UPDATE_TILES_MIN_BATCH, fused_by_blas
 from .updates import (
     UPDATE_ROWS_MOMENTUM,
     UPDATE_ROWS_PLAIN,
+    axpy_apply,
     momentum_apply,
     rows_code,
     update_bias_momentum,
@@ -105,13 +106,13 @@ LEAVES = Leaves(
     (sgd_step, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt), types.float64, types.float64, types.float64,
                                  types.boolean)),
     (momentum_apply, lambda dt: types.none(_m(dt), _m(dt), dt, dt)),
+    (axpy_apply, lambda dt: types.none(types.int64, types.boolean, _m(dt), _m(dt), dt, dt)),
     # Adam's update of a parameter from its gradient, formed whole in ``work``
     (adam_step, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt), _m(dt), types.float64, types.float64, types.float64,
                                   types.float64, types.float64, types.int64)),
 )
-(FWD_TILES, FWD_ROWS, ACT, LOSS, ACT_GRAD, DX,
- UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN, BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY, ADAM) = \
-    range(len(LEAVES.entries))
+(FWD_TILES, FWD_ROWS, ACT, LOSS, ACT_GRAD, DX, UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN,
+ BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY, AXPY_APPLY, ADAM) = range(len(LEAVES.entries))
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
 # velocities (Adam: second moments), and the workspaces a, y and g (dz); the
@@ -308,9 +309,7 @@ def _make_step(code):
                         if flush:  # the pass: v's subnormals flushed (a step in MOMENTUM_FLUSH_EVERY)
                             _call(fns, MOMENTUM_APPLY, 0, (w, vw, lr_, wd))
                         else:  # on BLAS's threads (see MOMENTUM_FLUSH_EVERY for why)
-                            if wd != 0:
-                                axpy(codes[AXPY_AT], wide, wd, w, vw)
-                            axpy(codes[AXPY_AT], wide, -lr_, vw, w)
+                            _call(fns, AXPY_APPLY, 0, (codes[AXPY_AT], wide, w, vw, lr_, wd))
                     _call(fns, SGD_STEP, 0, (b, db, vb, lr, momentum, weight_decay, nesterov))
                 elif weight_decay == 0:
                     matmul(gemm, wide, -lr_ * inv, x_i, True, g, False, one, w)
@@ -319,8 +318,7 @@ def _make_step(code):
                     dw = work[dw_at:dw_at + n_in * n_out].reshape((n_in, n_out))
                     matmul(gemm, wide, inv, x_i, True, g, False, zero, dw)
                     if codes[AXPY_AT] != 0:  # dw += wd w, w -= lr dw: on BLAS's threads, as momentum's
-                        axpy(codes[AXPY_AT], wide, wd, w, dw)
-                        axpy(codes[AXPY_AT], wide, -lr_, dw, w)
+                        _call(fns, AXPY_APPLY, 0, (codes[AXPY_AT], wide, w, dw, lr_, wd))
                     else:
                         _call(fns, SGD_STEP, 0, (w, dw, w, lr, 0.0, weight_decay, False))
                     _call(fns, SGD_STEP, 0, (b, db, b, lr, 0.0, weight_decay, False))
@@ -619,6 +617,8 @@ def _make_ready(plan, loss_kind, update, nesterov):
         LEAVES.need(dtype, SGD_STEP)
         if update == UPD_MOMENTUM and not nesterov:
             LEAVES.need(dtype, MOMENTUM_APPLY)
+        if plan.codes[AXPY_AT] != 0 and not nesterov:  # momentum, or weight decay (not known here)
+            LEAVES.need(dtype, AXPY_APPLY)
     else:
         for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
             LEAVES.need(dtype, update, code)

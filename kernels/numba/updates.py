@@ -5,11 +5,13 @@ sizes, and the pass after BLAS has formed the velocity (no twin in
 ``fused`` calls these through their addresses).
 """
 
+from .blas import axpy
 from .cpu import by_code, jit, jit_fma, wide_vectors
 from .dense import copy_row
 from .optimizers import momentum_rule, tiny
 
-__all__ = ["ROWS_CODES", "UPDATE_ROWS_MOMENTUM", "UPDATE_ROWS_PLAIN", "momentum_apply", "rows_code",
+__all__ = ["ROWS_CODES", "UPDATE_ROWS_MOMENTUM", "UPDATE_ROWS_PLAIN", "axpy_apply", "momentum_apply",
+           "rows_code",
            "update_bias_momentum", "update_bias_plain"]
 
 
@@ -186,3 +188,14 @@ def momentum_apply(w, v, lr, wd):
             vi = zero
         vf[i] = vi
         wf[i] -= lr * vi
+
+
+@jit
+def axpy_apply(fn, wide, w, d, lr, wd):
+    """``momentum_apply`` (d = v) or plain SGD's update with weight decay (d = dw)
+    once BLAS has formed d, by BLAS's ``?axpy`` at ``fn`` (``blas.axpy``, on
+    BLAS's threads): d += wd w (when wd is not 0), then w -= lr d.  Nothing is
+    flushed: the step calls ``momentum_apply`` where v's subnormals must go."""
+    if wd != 0:
+        axpy(fn, wide, wd, w, d)
+    axpy(fn, wide, -lr, d, w)
