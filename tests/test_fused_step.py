@@ -125,6 +125,30 @@ def test_updates_by_blas_agree_between_and_at_the_flushes(momentum, weight_decay
                 _close(got, want, tol)
 
 
+@pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.9, 1e-3), (0.0, 1e-3)])
+def test_updates_by_blas_without_axpy_take_the_passes(monkeypatch, momentum, weight_decay):
+    """Where the BLAS found has no ``?axpy`` (its address 0), the step updates by
+    its compiled passes, flushing at every step, and still agrees."""
+    from fastnet.kernels.numba import fused
+
+    monkeypatch.setattr(fused, "axpy_address", lambda dtype: 0)
+    dtype, batch = np.float32, 33
+    ref, jit = _pair("relu", "softmax_xent", dtype,
+                     lambda: fn.SGD(0.05, momentum=momentum, weight_decay=weight_decay))
+    for step in range(4):
+        x, y = _data("softmax_xent", batch, dtype, seed=step)
+        tol = (step + 1) * STEP_TOL[dtype]
+        np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
+        for got, want in zip(_with_state(jit), _with_state(ref), strict=True):
+            _close(got, want, tol)
+    if momentum and not weight_decay:  # a velocity gone subnormal is 0 after the next step
+        v = jit.optimizer.state[0]
+        jit.layers[0].b[0, 0] = -1e6
+        v[:, 0] = np.finfo(dtype).tiny
+        jit.train_step(x, y)
+        assert np.all(v[:, 0] == 0)
+
+
 def _with_state(net):
     """The parameters, then the optimizer's velocities (SGD without momentum: none)."""
     return net.parameters() + [v for v in net.optimizer.state or () if v.size]
