@@ -423,6 +423,41 @@ def test_a_copied_or_pickled_plan_is_a_new_plan_of_its_own_arrays(how):
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-3000:])
 
 
+NESTEROV_WITHOUT_MOMENTUM = """
+import copy
+import numpy as np
+from fastnet.kernels import numba as jit
+from fastnet.kernels import numpy as ref
+import test_fused_step as t
+
+x, tt = t._step_data(33)
+arrays = t._plan_arrays(33)
+want = ref.fused_plan(*copy.deepcopy(arrays))
+plan = jit.fused_plan(*arrays)
+loss = jit.fused_sgd_step(x, tt, plan, 1, 0.1, 0.0, 1e-3, True, np.zeros((2, 2)))
+assert np.isclose(loss, ref.fused_sgd_step(x, tt, want, 1, 0.1, 0.0, 1e-3, True, np.zeros((2, 2))), rtol=1e-5)
+for (w, *_), w_ref in zip(plan.arrays, want.ws, strict=True):
+    t._close(w, w_ref, t.STEP_TOL[np.float32])
+print("ok")
+"""
+
+
+def test_weight_decay_by_blas_with_a_nesterov_flag_and_no_momentum():
+    """Plain SGD with weight decay by BLAS updates by ``?axpy`` whatever the
+    nesterov flag (which, with no momentum, changes nothing): the step must have
+    made that kernel ready for it (it once called an address never filled in,
+    so this runs in a process of its own, where no other test compiled it)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
+        "PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", NESTEROV_WITHOUT_MOMENTUM], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-3000:])
+
+
 def test_a_plan_refuses_an_empty_batch():
     from fastnet.kernels import numba as jit
 

@@ -453,8 +453,10 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     plan.n_params = sum(w.size + b.size for w, b in zip(ws, bs, strict=True))  # fused_gradients' buffer
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
+    # ?axpy takes the whole count in one integer: past 32 bits, where they are that wide, the passes do it
+    by_axpy = gemm is not None and (gemm[1] or dw_size < 2**31)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch),
-                           0 if gemm is None else axpy_address(dtype), 1], np.int64)
+                           axpy_address(dtype) if by_axpy else 0, 1], np.int64)
     # the bias gradients and one dw in ``work``: for the products by BLAS, and Adam
     plan.work = _aligned_empty(db_at + dw_size, dtype) if gemm is not None or moments else plan.scratch[:0]
     plan.gemm = (0, False) if gemm is None else gemm
@@ -617,8 +619,8 @@ def _make_ready(plan, loss_kind, update, nesterov):
         LEAVES.need(dtype, SGD_STEP)
         if update == UPD_MOMENTUM and not nesterov:
             LEAVES.need(dtype, MOMENTUM_APPLY)
-        if plan.codes[AXPY_AT] != 0 and not nesterov:  # momentum, or weight decay (not known here)
-            LEAVES.need(dtype, AXPY_APPLY)
+        if plan.codes[AXPY_AT] != 0:  # momentum, or plain SGD with weight decay (neither known here,
+            LEAVES.need(dtype, AXPY_APPLY)  # and the latter takes it with any nesterov flag)
     else:
         for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
             LEAVES.need(dtype, update, code)
