@@ -23,7 +23,12 @@ from fastnet.kernels import ACTIVATIONS
 pytest.importorskip("numba")
 from numba.core import config as numba_config  # noqa: E402
 
-from fastnet.kernels.numba.tuning import FUSED_MAX_BATCH, MOMENTUM_FLUSH_EVERY, fused_by_blas  # noqa: E402
+from fastnet.kernels.numba.tuning import (  # noqa: E402
+    FUSED_MAX_BATCH,
+    FUSED_MAX_BATCH_ADAM,
+    MOMENTUM_FLUSH_EVERY,
+    fused_by_blas,
+)
 
 STEP_TOL = {np.float32: 1e-5, np.float64: 1e-12}
 LOSSES = {"softmax_xent": "identity", "bce_logits": "identity", "mse": "tanh"}
@@ -70,7 +75,8 @@ def _atol(optimizer, tol):
     return GAIN.get(optimizer, 0.0) * tol
 # both sides of the tiles' 4-row groups and of the switch to BLAS, and large batches
 BATCHES = sorted({1, 2, 3, 7, 16, 17, 31, 32, 33, 64, 255, 256, 257, 1000,
-                  FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1})
+                  FUSED_MAX_BATCH - 1, FUSED_MAX_BATCH, FUSED_MAX_BATCH + 1,
+                  FUSED_MAX_BATCH_ADAM, FUSED_MAX_BATCH_ADAM + 1})
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -221,19 +227,38 @@ def test_fifty_blas_steps_agree(optimizer, dtype):
     the weight-gradient product), on layers wide enough for BLAS's kernels;
     fit's default batch size (32) among them."""
     ref, jit = _wide_pair(("relu", "tanh"), OPTIMIZERS[optimizer], dtype)
+    adam = optimizer.startswith("adam")
     rng = np.random.default_rng(11)
     x_all = rng.normal(size=(256, WIDE[0])).astype(dtype)
     y_all = rng.integers(0, WIDE[3], 256)
     tol = 50 * STEP_TOL[dtype]
     for step in range(50):
-        batch = 32 if step % 5 == 0 else int(rng.integers(FUSED_MAX_BATCH + 1, 65))
-        assert jit.plan(batch) == "fused" and fused_by_blas(batch, 0)
+        low = FUSED_MAX_BATCH_ADAM if adam else FUSED_MAX_BATCH
+        batch = 32 if step % 5 == 0 and not adam else int(rng.integers(low + 1, low + 45))
+        assert jit.plan(batch) == "fused" and fused_by_blas(batch, 0, adam=adam)
         idx = rng.integers(0, 256, batch)
         np.testing.assert_allclose(jit.train_step(x_all[idx], y_all[idx]),
                                    ref.train_step(x_all[idx], y_all[idx]), rtol=tol, atol=tol)
     assert all(la.dw is None and la.db is None for la in jit.layers)
     for got, want in zip(jit.parameters(), ref.parameters(), strict=True):
         _close(got, want, tol, _atol(optimizer, tol))
+
+
+def test_adam_keeps_the_tiles_to_its_own_limit():
+    """The products' choice, as ``plan`` reports it and as the step's plan makes
+    it: Adam's register tiles up to FUSED_MAX_BATCH_ADAM rows, SGD's to
+    FUSED_MAX_BATCH (``tuning``: where each was measured faster)."""
+    from fastnet.training.paths import execution_plan, plan
+
+    for make, limit in ((lambda: fn.SGD(0.1, momentum=0.5), FUSED_MAX_BATCH),
+                        (fn.Adam, FUSED_MAX_BATCH_ADAM)):
+        net = _wide_pair(("relu", "relu"), make, np.float32)[1]
+        x = np.ones((1, WIDE[0]), np.float32)
+        net.train_step(x, np.zeros(1, np.int64))  # the optimizer's state, which the plan is made from
+        for batch, by_blas in ((limit, False), (limit + 1, True)):
+            path, reason = plan(net, batch)
+            assert path == "fused" and ("BLAS" in reason) == by_blas, (batch, reason)
+            assert (execution_plan(net, batch)[1].gemm[0] != 0) == by_blas, batch
 
 
 def test_fused_path_at_every_batch_for_sgd_adam_and_built_in_activations():

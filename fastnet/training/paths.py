@@ -14,7 +14,7 @@ def plan(network, batch, comm=None, keep_grads=False):
     * ``"fused"``: one compiled call for the whole step, at any batch size:
       the numba backend, an ``SGD`` (any momentum, Nesterov, weight decay) or
       ``Adam`` optimizer, and built-in activations.  Up to ``FUSED_MAX_BATCH``
-      rows (20; 8 when a layer's weights take 1 MiB or more;
+      rows (20, Adam ``FUSED_MAX_BATCH_ADAM``, 40; 8 when a layer's weights take 1 MiB or more;
       ``fastnet.kernels.numba.tuning``) its products are the compiled register
       tiles and loops; past that BLAS's, called from the compiled step.
     * ``"layered"``: layer by layer, gradients first, then the optimizer.
@@ -35,7 +35,7 @@ def plan(network, batch, comm=None, keep_grads=False):
         return "layered", f"layers[{custom[0]}]'s activation has no compiled kernel"
     k = network.kernels
     w_bytes = max(la.n_inputs * la.neurons_num for la in network.layers) * network.dtype.itemsize
-    if not k.tuning.fused_by_blas(batch, w_bytes):
+    if not k.tuning.fused_by_blas(batch, w_bytes, adam=type(opt) is Adam):
         return "fused", f"one compiled call, products by the register tiles ({batch} rows)"
     if k.blas.address(network.dtype):
         return "fused", f"one compiled call, products by BLAS ({batch} rows)"

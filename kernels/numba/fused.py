@@ -452,7 +452,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     plan.mws, plan.mbs, plan.no_m_bounds = tuple(mws), tuple(mbs), np.zeros(len(layers))  # SGD's m_bounds
     plan.n_params = sum(w.size + b.size for w, b in zip(ws, bs, strict=True))  # fused_gradients' buffer
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
-    gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws)) else None
+    gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws), adam=moments) else None
     # ?axpy takes the whole count in one integer: past 32 bits, where they are that wide, the passes do it
     by_axpy = gemm is not None and (gemm[1] or dw_size < 2**31)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch),
