@@ -453,7 +453,7 @@ def fused_plan(ws, bs, vws, vbs, kinds, alphas, as_, ys, gs, scratch=None, mws=(
     plan.n_params = sum(w.size + b.size for w, b in zip(ws, bs, strict=True))  # fused_gradients' buffer
     plan.after, plan.limits = np.zeros((len(layers), 2), np.float64), safe_limits(dtype)
     gemm = blas_address(dtype) if fused_by_blas(batch, max(w.nbytes for w in ws), adam=moments) else None
-    # ?axpy takes the whole count in one integer: past 32 bits, where they are that wide, the passes do it
+    # ?axpy takes a layer's whole count in one integer: a 32-bit BLAS's cannot hold 2^31 or more
     by_axpy = gemm is not None and (gemm[1] or dw_size < 2**31)
     plan.codes = np.array([forward_rows_code(batch), input_grad_code(batch), rows_code(batch),
                            axpy_address(dtype) if by_axpy else 0, 1], np.int64)

@@ -105,9 +105,10 @@ FUSED_MAX_BATCH_BIG_WEIGHTS = 8
 FUSED_BIG_WEIGHTS = 1 << 20
 
 
-#: ... and Adam's up to this size: its update is one pass over w, dw, m and v
-#: either way, and after BLAS's two-thread product of dw that pass reads on one
-#: core what both cores wrote (see ``MOMENTUM_FLUSH_EVERY``).  The fused Adam
+#: Adam's fused step keeps the tiles up to this many rows, in FUSED_MAX_BATCH's
+#: place (the big weights' limit still applies): its update is one pass over
+#: w, dw, m and v either way, and after BLAS's two-thread product of dw that
+#: pass reads on one core what both cores wrote (see ``MOMENTUM_FLUSH_EVERY``).  The fused Adam
 #: step by the tiles against by BLAS, side by side, Zen 3: 784-256-256-10 1.45x
 #: faster at B = 21, 1.30x at 32, 1.10x at 40, 1.01x at 48, 0.89x at 64;
 #: 512-384-128-20 1.38x at 24, 1.23x at 32, 1.11x at 40, 1.04x at 48;
