@@ -1,6 +1,6 @@
 """The fused step's weight and bias updates that need no ``dw``: SGD applied
 to w straight from ``x.T @ g``, row by row, for the register tiles' batch
-sizes, and the pass after BLAS has formed the velocity (no twin in
+sizes, and the passes after BLAS has formed the velocity or dw (no twin in
 ``fastnet.kernels.numpy``: the reference forms dw and calls ``sgd_step``;
 ``fused`` calls these through their addresses).
 """
@@ -11,8 +11,7 @@ from .dense import copy_row
 from .optimizers import momentum_rule, tiny
 
 __all__ = ["ROWS_CODES", "UPDATE_ROWS_MOMENTUM", "UPDATE_ROWS_PLAIN", "axpy_apply", "momentum_apply",
-           "rows_code",
-           "update_bias_momentum", "update_bias_plain"]
+           "rows_code", "update_bias_momentum", "update_bias_plain"]
 
 
 # -- the updates, without materialising dw -------------------------------------------------------
