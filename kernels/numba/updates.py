@@ -1,6 +1,6 @@
-"""The fused step's weight and bias updates that need no ``dw``: SGD applied
-to w straight from ``x.T @ g``, row by row, for the register tiles' batch
-sizes, and the passes after BLAS has formed the velocity or dw (no twin in
+"""The fused step's own weight and bias updates: SGD applied to w straight
+from ``x.T @ g`` (no ``dw``), row by row, for the register tiles' batch
+sizes, and the updates after BLAS has formed the velocity or dw (no twin in
 ``fastnet.kernels.numpy``: the reference forms dw and calls ``sgd_step``;
 ``fused`` calls these through their addresses).
 """
