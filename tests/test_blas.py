@@ -129,8 +129,9 @@ def test_mismatched_shapes_raise():
 @pytest.mark.parametrize("alpha", [1.0, -0.05, 1.0 / 3])
 def test_axpy_matches_the_sum_and_leaves_x(dtype, alpha):
     """One multiply and one add per element, fused or not: the exact sum within
-    two roundings of the terms' magnitudes, |error| <= eps (|y| + |alpha x|)
-    (eps the unit roundoff, doubled for a reference no wider than float64)."""
+    two roundings of the terms' magnitudes, |error| <= 2u (|y| + |alpha x|) =
+    eps (|y| + |alpha x|), u the unit roundoff (the longdouble reference adds
+    at most u |ref| more where it is no wider than float64)."""
     rng = np.random.default_rng(3)
     for shape in [(1,), (7,), (257, 3), (784, 256)]:
         x, y0 = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)

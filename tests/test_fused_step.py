@@ -120,15 +120,8 @@ def test_updates_by_blas_agree_between_and_at_the_flushes(momentum, weight_decay
     past two flushes, each step against the reference (the bound grows by
     STEP_TOL a step, as over the 200 steps above)."""
     for batch in (FUSED_MAX_BATCH + 1, 33, 257):
-        ref, jit = _pair("relu", "softmax_xent", dtype,
-                         lambda: fn.SGD(0.05, momentum=momentum, weight_decay=weight_decay))
         assert fused_by_blas(batch, 9 * 7 * np.dtype(dtype).itemsize)
-        for step in range(MOMENTUM_FLUSH_EVERY + 3):
-            x, y = _data("softmax_xent", batch, dtype, seed=step)
-            tol = (step + 1) * STEP_TOL[dtype]
-            np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
-            for got, want in zip(_with_state(jit), _with_state(ref), strict=True):
-                _close(got, want, tol)
+        _sgd_steps_agree(momentum, weight_decay, batch, dtype, MOMENTUM_FLUSH_EVERY + 3)
 
 
 @pytest.mark.parametrize("momentum, weight_decay", [(0.9, 0.0), (0.9, 1e-3), (0.0, 1e-3)])
@@ -138,21 +131,28 @@ def test_updates_by_blas_without_axpy_take_the_passes(monkeypatch, momentum, wei
     from fastnet.kernels.numba import fused
 
     monkeypatch.setattr(fused, "axpy_address", lambda dtype: 0)
-    dtype, batch = np.float32, 33
+    jit, (x, y) = _sgd_steps_agree(momentum, weight_decay, 33, np.float32, 4)
+    if momentum and not weight_decay:  # a velocity gone subnormal is 0 after the next step
+        v = jit.optimizer.state[0]
+        jit.layers[0].b[0, 0] = -1e6
+        v[:, 0] = np.finfo(np.float32).tiny
+        jit.train_step(x, y)
+        assert np.all(v[:, 0] == 0)
+
+
+def _sgd_steps_agree(momentum, weight_decay, batch, dtype, steps):
+    """``steps`` SGD steps of one batch size on a fresh pair, each against the
+    reference, parameters and velocities (the bound grows by STEP_TOL a step);
+    returns the numba network and the last batch."""
     ref, jit = _pair("relu", "softmax_xent", dtype,
                      lambda: fn.SGD(0.05, momentum=momentum, weight_decay=weight_decay))
-    for step in range(4):
+    for step in range(steps):
         x, y = _data("softmax_xent", batch, dtype, seed=step)
         tol = (step + 1) * STEP_TOL[dtype]
         np.testing.assert_allclose(jit.train_step(x, y), ref.train_step(x, y), rtol=tol, atol=tol)
         for got, want in zip(_with_state(jit), _with_state(ref), strict=True):
             _close(got, want, tol)
-    if momentum and not weight_decay:  # a velocity gone subnormal is 0 after the next step
-        v = jit.optimizer.state[0]
-        jit.layers[0].b[0, 0] = -1e6
-        v[:, 0] = np.finfo(dtype).tiny
-        jit.train_step(x, y)
-        assert np.all(v[:, 0] == 0)
+    return jit, (x, y)
 
 
 def _with_state(net):
@@ -437,13 +437,18 @@ def test_a_copied_or_pickled_plan_is_a_new_plan_of_its_own_arrays(how):
     (nor another process's), and must compile what it steps (a momentum step on
     a copy of a plain plan once called an address never filled in: a segfault,
     so this runs in a process of its own)."""
+    _run_alone(COPIED_PLAN, how)
+
+
+def _run_alone(script, *args):
+    """Run ``script`` (which imports this module) in a new Python process: it must print "ok"."""
     import os
     import subprocess
     import sys
 
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
         "PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", COPIED_PLAN, how], env=env, capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-3000:])
 
@@ -472,15 +477,7 @@ def test_weight_decay_by_blas_with_a_nesterov_flag_and_no_momentum():
     nesterov flag (which, with no momentum, changes nothing): the step must have
     made that kernel ready for it (it once called an address never filled in,
     so this runs in a process of its own, where no other test compiled it)."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.dirname(__file__), os.environ.get(
-        "PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", NESTEROV_WITHOUT_MOMENTUM], env=env, capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-3000:])
+    _run_alone(NESTEROV_WITHOUT_MOMENTUM)
 
 
 def test_a_plan_refuses_an_empty_batch():
