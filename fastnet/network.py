@@ -372,7 +372,9 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             with ``on_epoch_end(epoch, logs) -> bool``, True to stop, and
             optionally ``on_train_begin``, ``on_epoch_begin``,
             ``on_train_end``; for example ``EarlyStopping`` and
-            ``LearningRateScheduler``.
+            ``LearningRateScheduler``.  State they replace (a layer's
+            weights, the optimizer) is checked at the next epoch's start
+            and trained from there on.
         verbose : 0 prints nothing; 1 prints one line per epoch on stdout (the
             epoch, its time, loss and metrics), and keeps the progress bar on
             the screen after ``fit``.
@@ -456,12 +458,19 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             stop = distributed.agree(comm, lambda: call_hook(callbacks, name, *args), "a callback")
             return bool(comm.allreduce(int(stop)))
 
+        def recheck():  # under comm: raised on every rank when the state is wrong on any
+            if dp is None:
+                self._checked()
+            else:
+                distributed.agree(comm, self._checked, "the state at an epoch's start")
+
         hook("on_train_begin", self)
         try:
             with bar, bar_notice(bar, "fit"):
                 for epoch in range(1, epochs + 1):
                     logs = {"lr": self.optimizer.lr}
                     hook("on_epoch_begin", epoch, logs)
+                    recheck()  # the callbacks may have replaced state: the plans are made again from it
                     started = time.perf_counter()
                     order = rng.permutation(n) if shuffle else None
                     loss, acc = run(X, T, order, starts, batch_size, epoch, bar)

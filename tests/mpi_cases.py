@@ -56,15 +56,20 @@ def _params(net):
 
 
 class _RankCallback(fn.callbacks.Callback):
-    """Asks to stop (or raises) at epoch 2 on one rank only."""
+    """Asks to stop (or raises, or puts first-layer weights of a wrong shape in
+    place) at epoch 2 on one rank only."""
 
-    def __init__(self, acts, raises):
-        self.acts, self.raises = acts, raises
+    def __init__(self, acts, does, net=None):
+        self.acts, self.does, self.net = acts, does, net
 
     def on_epoch_end(self, epoch, logs):
         if self.acts and epoch == 2:
-            if self.raises:
+            if self.does == "raise":
                 raise RuntimeError("callback failed on rank 1")
+            if self.does == "bad_state":
+                w = self.replaced = self.net.layers[0].w
+                self.net.layers[0].w = np.zeros((w.shape[0] + 1, w.shape[1]), w.dtype)
+                return False
             return True
         return False
 
@@ -147,8 +152,8 @@ def main(case, outdir, **opts):
         else:
             rng = "not a seed" if case == "bad_rng" and rank == 1 else SHUFFLE_SEED + rank
             callbacks = None
-            if case in ("callback_stop", "callback_raise"):  # rank 1's callback acts at epoch 2
-                callbacks = [_RankCallback(rank == 1, case == "callback_raise")]
+            if case in ("callback_stop", "callback_raise", "callback_bad_state"):  # rank 1's, at epoch 2
+                callbacks = [_RankCallback(rank == 1, case[len("callback_"):], net)]
             history = net.fit(X, y, epochs=int(opts.get("epochs", 1)), batch_size=int(opts.get("batch", 4)),
                               mode=opts.get("mode", "sgd"), shuffle=bool(int(opts.get("shuffle", 0))),
                               progress=False, comm=comm, rng=rng,
@@ -157,6 +162,8 @@ def main(case, outdir, **opts):
     except Exception as exc:
         report["error"], report["error_type"] = str(exc), type(exc).__name__
         report["traceback"] = traceback.format_exc()
+    if case == "callback_bad_state" and rank == 1:  # put back what rank 1 trained, for the comparison
+        net.layers[0].w = callbacks[0].replaced
     arrays.update(_params(net))
     for key in ("bounds", "m_bounds"):  # the update checks' (a network that never trained has none)
         arrays[key] = getattr(net, "_" + key, np.zeros(0)).copy()

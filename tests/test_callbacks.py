@@ -95,6 +95,70 @@ def test_on_train_end_runs_when_fit_raises():
     assert rec.events[-1][0] == "end"
 
 
+class _Replace(Callback):
+    """At the end of epoch 1, replaces what ``replace(network)`` replaces."""
+
+    def __init__(self, net, replace):
+        self.net, self.replace = net, replace
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1:
+            self.replace(self.net)
+        return False
+
+
+_PATHS = [("numpy", 16, "sgd"), ("numpy", 300, "gd"), ("numba", 4, "sgd"), ("numba", 64, "sgd"),
+          ("numba", 64, "gd")]  # on numba: the fused step's tiles, its BLAS products, full batch
+
+
+@pytest.mark.parametrize("backend, batch, mode", _PATHS)
+@pytest.mark.parametrize("what", ["weights", "optimizer"])
+def test_state_a_callback_replaces_is_what_the_next_epochs_train(backend, batch, mode, what):
+    """The next epochs train the arrays and optimizer the callback put in place:
+    exactly as two fits with the replacement between them (same shuffles, the
+    same arithmetic in the same order, so equal bit for bit)."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, y = _data(n=300)
+
+    def replace(net):
+        if what == "weights":
+            net.layers[0].w = np.full_like(net.layers[0].w, 0.01)
+        else:
+            net.optimizer = fn.SGD(0.05, momentum=0.9)
+
+    net = _net(backend)
+    net.fit(X, y, epochs=3, batch_size=batch, mode=mode, progress=False, rng=np.random.default_rng(5),
+            callbacks=[_Replace(net, replace)])
+    twin, rng = _net(backend), np.random.default_rng(5)
+    twin.fit(X, y, epochs=1, batch_size=batch, mode=mode, progress=False, rng=rng)
+    replace(twin)
+    twin.fit(X, y, epochs=2, batch_size=batch, mode=mode, progress=False, rng=rng)
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        np.testing.assert_array_equal(p, q)
+    if what == "weights":
+        assert not np.all(net.layers[0].w == np.float32(0.01))  # trained
+
+
+@pytest.mark.parametrize("backend, batch, mode", _PATHS)
+def test_wrong_state_a_callback_puts_in_place_is_refused_before_the_next_epoch(backend, batch, mode):
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, y = _data(n=300)
+    net, seen = _net(backend), {}
+
+    def replace(net):
+        seen["params"] = [p.copy() for p in net.parameters()[2:]]
+        net.layers[0].w = np.zeros((2, 8), np.float32)  # 4 inputs: (4, 8) expected
+
+    with pytest.raises(ValueError, match=r"layers\[0\]\.w must be a float32 array of shape \(4, 8\), got .*"
+                                         r"shape \(2, 8\)"):
+        net.fit(X, y, epochs=3, batch_size=batch, mode=mode, progress=False, rng=0,
+                callbacks=[_Replace(net, replace)])
+    for p, q in zip(net.parameters()[2:], seen["params"], strict=True):
+        np.testing.assert_array_equal(p, q)  # nothing trained after the replacement
+
+
 @pytest.mark.parametrize("bad, error", [(Recorder(), TypeError), ([object()], TypeError),
                                         ([lambda e, logs: False], TypeError)])
 def test_bad_callbacks_are_refused_before_training(bad, error):

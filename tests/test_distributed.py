@@ -352,6 +352,23 @@ def test_a_callback_raising_on_one_rank_fails_every_rank(tmp_path):
 
 
 @needs_mpi
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_wrong_state_a_callback_puts_in_place_on_one_rank_fails_every_rank(tmp_path, backend):
+    """Rank 1's callback puts first-layer weights of a wrong shape in place after
+    epoch 2: the check at epoch 3's start raises there and on rank 0, before
+    either trains on; both hold the parameters of two epochs."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    ranks = run_case(tmp_path, "callback_bad_state", batch=4, n0=40, n1=40, epochs=5, backend=backend)
+    (r0, _), (r1, _) = ranks
+    assert r1["error_type"] == "ValueError" and "layers[0].w must be" in r1["error"]
+    assert r0["error_type"] == "DistributedError" and "rank 1" in r0["error"]
+    assert_replicas_identical(ranks)
+    net, _, _ = reference_sgd(np.float32, "numpy", 40, 40, 4, 2)
+    assert_close(params_of(ranks[0][1]), net.parameters(), np.float32, 20, 8)
+
+
+@needs_mpi
 def test_bad_argument_on_one_rank_fails_on_every_rank_and_changes_nothing(tmp_path):
     ranks = run_case(tmp_path, "bad_rng")
     (r0, _), (r1, _) = ranks
