@@ -183,7 +183,8 @@ class DenseLayer(HoldsKernels):
         return rows(self._store, name, batch, width, self.dtype)
 
     def _buffers(self, batch):
-        """Point a, y and dz at workspaces for this batch size."""
+        """Point a, y and dz at workspaces for this batch size, and return them
+        ``(a, y, dz)`` (``fastnet.training``: the arrays a fused step writes)."""
         if self._a is None or self._a.shape != (batch, self.neurons_num) or self._a.dtype != self.dtype:
             self._a = self._workspace("a", batch, self.neurons_num)
             self._y = self._workspace("y", batch, self.neurons_num)
@@ -195,6 +196,16 @@ class DenseLayer(HoldsKernels):
                 dw = self._store["dw"] = aligned_empty(self.w.shape, self.dtype)
                 self._store["db"] = aligned_empty(self.b.shape, self.dtype)
             self._dw, self._db = dw, self._store["db"]
+        return self._a, self._y, self._dz
+
+    def _show_pass(self, x, a, y, dz, gradients=False):
+        """A pass computed outside the layer (``fastnet.training``'s fused step)
+        into the arrays of ``_buffers``: x, a, y and dz are those; dw and db
+        the arrays ``gradients_into`` gave when ``gradients`` (the step wrote
+        them), else None, as is dx."""
+        self._x, self._a, self._y, self._dz = x, a, y, dz
+        self._dx = None
+        self._dw, self._db = (self._store.get("dw"), self._store.get("db")) if gradients else (None, None)
 
     def gradients_into(self, dw, db):
         """Have the backward passes write ``dw`` and ``db`` into these arrays

@@ -107,7 +107,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
     """
 
     # not copied (HoldsKernels), nor are the workspaces
-    _CACHES = ("_gd_acc", "_checked_at", "_plans", "_bounds", "_m_bounds")
+    _CACHES = ("_checked_at", "_steps")
     layers = Watched()  # kept as a watched list: a change in it counts (``_changes``)
 
     def __init__(self, layers, loss, optimizer=None, backend=None):
@@ -153,9 +153,8 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         self._optimizer = optimizer
         self.backend = backend
         self._store = {}  # network-level workspaces, grown to the largest batch (see DenseLayer)
-        self._gd_acc = None
         self._checked_at = None  # the count of changes _checked last found right at (see there)
-        self._plans = {}  # batch size -> how a step runs (_execution_plan)
+        self._steps = None  # the training.StepState made from the state checked then (step_state)
         self._lock = threading.RLock()
 
     def __getstate__(self):
@@ -230,6 +229,15 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         return [g for layer in self.layers for g in layer.gradients()]
 
     # -- validation ------------------------------------------------------------------
+    @_serialised
+    def check(self):
+        """Check the state now, as every call does first when anything of it
+        changed since the last check: the layers (their parameters' shapes and
+        dtype, adjacent widths), the loss against the last activation, the
+        optimizer and its state.  Raises ``TypeError`` or ``ValueError`` naming
+        what is wrong; changes nothing else."""
+        self._checked()
+
     def _check_x(self, x, name="X", whole=False):
         """Validated x; ``whole``: a data set that is split into batches later (a
         read-only one is then copied batch by batch, not whole: ``kernel_ready``)."""
@@ -508,9 +516,10 @@ class NeuralNetwork(StateChecks, HoldsKernels):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self._checked()  # before anything is sized, or sent to other ranks, from the layers
-        self._exact_bounds()  # in-place writes since the last step are looked at here (see Notes)
+        state = self.step_state
+        state.exact_bounds(self)  # in-place writes since the last step are looked at here (see Notes)
         X, T = self._check_xy(X, y, whole=True)
-        self._x_max = max(self._k.max_abs(kernel_ready(X[s:s + _PREDICT_CHUNK]))  # every batch's bound
+        state.x_max = max(self._k.max_abs(kernel_ready(X[s:s + _PREDICT_CHUNK]))  # every batch's bound
                           for s in range(0, X.shape[0], _PREDICT_CHUNK))
         val = None
         if validation_split is not None:

@@ -277,9 +277,10 @@ class Adam(Optimizer):
         self._check_arrays("state['m']", st["m"], params)
         self._check_arrays("state['v']", st["v"], params)
 
-    def _next_t(self):
-        """The step count after this step; the count checked, as the one piece of
-        state that changes every step (the networks' checks skip it)."""
+    def next_t(self):
+        """The count the next update will have, ``state["t"] + 1``, once ``t`` is
+        checked: the one piece of the state that changes every step, which the
+        networks' checks of the state skip.  The state must exist (``prepare``)."""
         t = self.state["t"]
         if type(t) is not int or t < 0:
             raise ValueError(f"optimizer.state['t'] must be the number of steps taken, an int >= 0, "
@@ -287,7 +288,7 @@ class Adam(Optimizer):
         return t + 1
 
     def _step(self, kernels, params, grads):
-        t = self._next_t()
+        t = self.next_t()
         dict.__setitem__(self.state, "t", t)  # not a change to what the networks check (``_changes``)
         for p, g, m, v in zip(params, grads, self.state["m"], self.state["v"], strict=True):
             kernels.adam_step(p, g, m, v, self.lr, self.beta1, self.beta2, self.eps,

@@ -44,7 +44,7 @@ def save_network(net, path):
     path = _fs_path(path, "save")
     if not path.endswith(".npz"):
         path += ".npz"
-    net._checked()  # real arrays of the layers' shapes and the network's dtype, and more
+    net.check()  # real arrays of the layers' shapes and the network's dtype, and more
     for i, layer in enumerate(net.layers):
         for name in ("w", "b"):
             if not np.isfinite(getattr(layer, name)).all():

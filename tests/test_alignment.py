@@ -106,7 +106,7 @@ def test_copies_are_aligned_equal_and_independent(backend, optimizer, make_copy,
         return [a for a in (s if optimizer == "momentum" else s["m"] + s["v"]) if a.size]
 
     assert twin.backend == backend and twin._k is net._k and twin.layers[0]._k is net.layers[0]._k
-    assert twin._store == {} and twin._gd_acc is None
+    assert twin._store == {} and twin._steps is None
     for la in twin.layers:  # the buffers of the last pass are not copied
         assert la._store == {} and all(getattr(la, name) is None for name in la._CACHES)
     for mine, theirs in zip(twin.parameters() + state(twin), net.parameters() + state(net), strict=True):

@@ -71,7 +71,7 @@ def _apply(k, config, plan, flat, bounds, m_bounds, step):
 
 
 def _per_parameter(k, config, params, state, grads, bounds, m_bounds, step):
-    """The per-parameter path, as ``NeuralNetwork._apply`` takes it: every layer's
+    """The per-parameter path, as ``StepState.apply`` takes it: every layer's
     bound (the gradient's largest magnitude, summed once), then the kernels."""
     big, limit = k.safe_limits(params[0].dtype)
     after = bounds.copy()
@@ -225,8 +225,8 @@ def test_apply_gradients_takes_one_compiled_call_where_the_step_is_fused(optimiz
             st = [s["m"] + s["v"] for s in st]
         for a, b in zip(*st, strict=True):
             np.testing.assert_array_equal(a, b)
-        np.testing.assert_array_equal(nets[0]._bounds, nets[1]._bounds)
-        np.testing.assert_array_equal(nets[0]._m_bounds, nets[1]._m_bounds)
+        np.testing.assert_array_equal(nets[0].step_state.bounds, nets[1].step_state.bounds)
+        np.testing.assert_array_equal(nets[0].step_state.m_bounds, nets[1].step_state.m_bounds)
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -253,5 +253,5 @@ def test_apply_gradients_refuses_as_the_per_parameter_path_does(optimizer):
         if optimizer == "adam":
             assert state["t"] == t
     assert errors[0] == errors[1] and "at step 9" in errors[0] and "layers[0]" in errors[0], errors
-    for key in ("_bounds", "_m_bounds"):  # both looked again on the exact bounds, the same
-        np.testing.assert_array_equal(getattr(nets[0], key), getattr(nets[1], key))
+    for key in ("bounds", "m_bounds"):  # both looked again on the exact bounds, the same
+        np.testing.assert_array_equal(getattr(nets[0].step_state, key), getattr(nets[1].step_state, key))

@@ -139,10 +139,11 @@ def test_ordinary_training_never_looks_at_the_weights_again(backend, path, monke
     x, y = rng.normal(size=(batch, 4)).astype(np.float32), rng.integers(0, 3, batch)
     net.train_step(x, y, keep_grads=keep_grads)
     passes = []
-    exact = net._exact_bounds
-    monkeypatch.setattr(net, "_exact_bounds", lambda: (passes.append(1), exact())[1])
+    state = net.step_state
+    exact = state.exact_bounds
+    monkeypatch.setattr(state, "exact_bounds", lambda n: (passes.append(1), exact(n))[1])
     for _ in range(300):
         net.train_step(x, y, keep_grads=keep_grads)
-    assert passes == []
+    assert passes == [] and net.step_state is state
     for i, la in enumerate(net.layers):  # still bounds (they grow by each step's bound, linearly)
-        assert net._bounds[i, 0] >= max(np.abs(la.w).max(), np.abs(la.b).max())
+        assert state.bounds[i, 0] >= max(np.abs(la.w).max(), np.abs(la.b).max())

@@ -56,11 +56,11 @@ def test_planning_changes_nothing(backend):
     x, y = np.ones((4, 6), np.float32), np.arange(4) % 3
     net.train_step(x, y)
     before = ([p.copy() for p in net.parameters()], [v.copy() for v in net.optimizer.state], COUNT.n,
-              dict(net._plans))
+              dict(net.step_state.plans))
     for batch in (1, 4, 64, 4096):
         for kwargs in ({}, {"keep_grads": True}, {"comm": object()}):
             training.plan(net, batch, **kwargs)
     params, state, count, plans = before
-    assert COUNT.n == count and net._plans == plans
+    assert COUNT.n == count and net.step_state.plans == plans
     for got, want in zip(net.parameters() + list(net.optimizer.state), params + state, strict=True):
         np.testing.assert_array_equal(got, want)

@@ -51,12 +51,13 @@ def epoch_sgd(net, X, T, order, starts, batch_size, epoch, bar):
     n = X.shape[0]
     whole = starts == range(0, n, batch_size)  # fit's own epoch, not a shard's steps
     done = compiled_steps(net, X, T, order, batch_size, epoch, bar) if whole else None
+    steps = 0
     if done is not None:
         steps, total_loss, total_acc = done
         starts = starts[steps:]
     for step, xb, tb in batches(X, T, order, starts, batch_size):
-        step += n // batch_size if done is not None else 0
-        loss = train_batch(net, xb, tb, f"at epoch {epoch}, step {step}", x_max=net._x_max)
+        step += steps
+        loss = train_batch(net, xb, tb, f"at epoch {epoch}, step {step}", x_max=net.step_state.x_max)
         total_acc += batch_accuracy(net, tb)  # from the outputs before the update
         total_loss += loss * xb.shape[0]
         bar.update()
@@ -66,48 +67,60 @@ def epoch_sgd(net, X, T, order, starts, batch_size, epoch, bar):
 def compiled_steps(net, X, T, order, batch_size, epoch, bar):
     """The epoch's batches of exactly ``batch_size`` rows, in compiled calls of
     about ``CHUNK_SECONDS`` each (``fused_sgd_epoch``, ``fused_adam_epoch``):
-    ``(steps taken, loss sum, correct predictions)``, or None off the fused
-    path (then nothing was done).  A step the compiled loop does not apply (a
+    ``(steps taken, loss sum, correct predictions)``, the epoch's first steps
+    (all its whole batches, unless the settings change meanwhile), or None
+    off the fused path (then nothing was done).  A step the compiled loop does not apply (a
     refused update, a loss that is not finite) is taken again by
     ``train_batch``, which looks at the exact bounds or raises, naming it."""
     n_steps = X.shape[0] // batch_size
     if n_steps == 0 or not (X.flags.c_contiguous and X.flags.writeable and T.flags.c_contiguous
                             and T.flags.writeable):
         return None
-    opt, k, loss_code = net.optimizer, net.kernels, net.loss.code
+    k, loss_code = net.kernels, net.loss.code
     if net.plan(batch_size) != "fused":
         return None
     if order is None:
         order = np.arange(X.shape[0], dtype=np.int64)
-    xbuf = net._workspace("epoch_x", batch_size, X.shape[1])
-    tbuf = net._workspace("epoch_t", batch_size, T.shape[1])
+    state = net.step_state
+    xbuf = state.workspace("epoch_x", batch_size, X.shape[1])
+    tbuf = state.workspace("epoch_t", batch_size, T.shape[1])
     total_loss = total_acc = 0.0
     done, chunk = 0, 4
-    if opt.state is None:  # the first step makes the optimizer's state, when it is applied
+    if net.optimizer.state is None:  # the first step makes the optimizer's state, when it is applied
         np.take(X, order[:batch_size], axis=0, out=xbuf)
         np.take(T, order[:batch_size], axis=0, out=tbuf)
-        total_loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step 1", x_max=net._x_max) * batch_size
+        total_loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step 1", x_max=state.x_max) * batch_size
         total_acc = batch_accuracy(net, tbuf)
         done = 1
         bar.update()
-    path, plan, buffers = execution_plan(net, batch_size)
-    show_fused(net, xbuf, buffers)
-    adam = isinstance(opt.state, dict)
     totals = np.zeros(3)
+    buffers = None
     while done < n_steps:
+        # every chunk, the state as it is now: a change anywhere (another thread's too) makes the
+        # StepState and its plans anew at the next check, which a step of train_batch below may make
+        state, opt = net.step_state, net.optimizer
+        path, plan, new = execution_plan(net, batch_size, state)
+        if path != "fused":
+            break  # the settings changed: the epoch's other steps by train_batch, one by one
+        adam = isinstance(opt.state, dict)
+        if new is not buffers:
+            show_fused(net, xbuf, new)
+            buffers = new
         todo = min(chunk, n_steps - done)
         totals[:] = 0
         started = time.perf_counter()
-        first_t = opt._next_t() if adam else 0
+        first_t = opt.next_t() if adam else 0
         try:
             if adam:
                 k.fused_adam_epoch(X, T, order, done * batch_size, todo, xbuf, tbuf, plan, loss_code,
                                    net.loss.accuracy_code, opt.lr, opt.beta1, opt.beta2, opt.eps,
-                                   opt.weight_decay, first_t, net._bounds, net._m_bounds, net._x_max, totals)
+                                   opt.weight_decay, first_t, state.bounds, state.m_bounds, state.x_max,
+                                   totals)
             else:
                 k.fused_sgd_epoch(X, T, order, done * batch_size, todo, xbuf, tbuf, plan, loss_code,
                                   net.loss.accuracy_code, opt.lr, opt.momentum, opt.weight_decay,
-                                  bool(opt.nesterov and opt.momentum != 0), net._bounds, net._x_max, totals)
+                                  bool(opt.nesterov and opt.momentum != 0), state.bounds, state.x_max,
+                                  totals)
         finally:  # even when interrupted: the steps applied are counted
             applied = int(totals[2])
             if adam:
@@ -118,15 +131,16 @@ def compiled_steps(net, X, T, order, batch_size, epoch, bar):
         done += applied
         bar.update(applied)
         if applied < todo:  # step ``done`` was not applied: its batch is in the buffers
-            loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step {done + 1}", x_max=net._x_max)
+            loss = train_batch(net, xbuf, tbuf, f"at epoch {epoch}, step {done + 1}", x_max=state.x_max)
             total_acc += batch_accuracy(net, tbuf)
             total_loss += loss * batch_size
             done += 1
             bar.update()
         elif elapsed > 0:
             chunk = max(1, min(4 * chunk, int(chunk * CHUNK_SECONDS / elapsed)))
-    show_fused(net, xbuf, buffers)
-    return n_steps, total_loss, total_acc
+    if buffers is not None:
+        show_fused(net, xbuf, buffers)
+    return done, total_loss, total_acc
 
 
 def epoch_gd(net, X, T, order, starts, batch_size, epoch, bar):
@@ -140,10 +154,7 @@ def gd_accumulate(net, X, T, order, starts, batch_size, epoch, bar):
     """The epoch's mean gradient (the network's buffers, in parameter order),
     loss sum and number correct, over chunks of ``batch_size`` as a running
     mean weighted by chunk size (no list of gradients is kept)."""
-    params = net.parameters()
-    if net._gd_acc is None or any(a.shape != p.shape for a, p in zip(net._gd_acc, params, strict=True)):
-        net._gd_acc = [aligned_empty(p.shape, p.dtype) for p in params]
-    acc_grads = net._gd_acc
+    acc_grads = net.step_state.gd_buffers(net.parameters())
     for a in acc_grads:
         a.fill(0)  # the first chunk has frac = 1, but 0 * garbage may be NaN
     total_loss = total_acc = 0.0

@@ -42,12 +42,13 @@ def plan(network, batch, comm=None, keep_grads=False):
     return "layered", "no BLAS that compiled code can call (not NumPy's OpenBLAS) past the tiles' batches"
 
 
-def execution_plan(network, batch):
-    """How a step of ``network`` on a batch of this size runs, on checked state
-    (``_checks``): ``(path, fused plan, the layers' (a, y, dz))``, the last two
-    None off the fused path.  Made once per batch size and kept until anything
-    of the checked state changes (the check drops them all)."""
-    plans = network._plans
+def execution_plan(network, batch, state=None):
+    """How a step of ``network`` on a batch of this size runs: ``(path, fused
+    plan, the layers' (a, y, dz))``, the last two None off the fused path.
+    Made once per batch size and kept in the network's ``StepState``
+    (``state``, when the caller has it), which is made anew, with no plans,
+    whenever anything of the checked state changes."""
+    plans = (network.step_state if state is None else state).plans
     entry = plans.get(batch)
     if entry is not None:
         return entry
@@ -57,9 +58,7 @@ def execution_plan(network, batch):
     fused = buffers = None
     if path == "fused":
         layers = network.layers
-        for la in layers:
-            la._buffers(batch)
-        buffers = [(la.a, la.y, la.dz) for la in layers]
+        buffers = [la._buffers(batch) for la in layers]
         state = network.optimizer.state
         v, m = (state["v"], state["m"]) if isinstance(state, dict) else (state, ())
         scratch = next((e[1].scratch for e in plans.values() if e[1] is not None), None)

@@ -7,9 +7,9 @@ import numbers
 
 import numpy as np
 
-from fastnet._checks import _refuse_update
 from fastnet.optimizers import Adam
 from fastnet.training.paths import execution_plan, plan
+from fastnet.training.state import made_state, refuse_update
 
 _NOTHING = contextlib.nullcontext()
 
@@ -41,40 +41,43 @@ def train_batch(net, x, t, where, keep_grads=False, x_max=None):
     by ``train_step`` before each step, by ``fit`` before its first), on the
     path ``plan`` picks; returns the batch's loss (a float).  ``where`` names
     the step in errors; ``x_max``: a bound on x's magnitudes, when known."""
-    net._make_state()  # the first step: its input was valid, so it is applied
-    path, plan, buffers = ("layered", None, None) if keep_grads else execution_plan(net, x.shape[0])
+    state = made_state(net)  # the first step: its input was valid, so it is applied
+    path, plan, buffers = ("layered", None, None) if keep_grads else execution_plan(net, x.shape[0], state)
     if path == "fused":
-        return fused_step(net, x, t, where, plan, buffers, x_max)
+        return fused_step(net, state, x, t, where, plan, buffers, x_max)
     loss = forward_backward(net, x, t, where)
-    net._apply(net.gradients(), where, net._grad_bounds(x_max), x.shape[0], net._grad_bounds)
+    state.apply(net, net.gradients(), where, state.grad_bounds(net, x_max), x.shape[0],
+                lambda: state.grad_bounds(net))
     return loss
 
 
-def fused_step(net, x, t, where, plan, buffers, x_max=None):
-    """The fused step: one compiled call (``fused_sgd_step`` or ``fused_adam_step``)."""
+def fused_step(net, state, x, t, where, plan, buffers, x_max=None):
+    """The fused step: one compiled call (``fused_sgd_step`` or ``fused_adam_step``)
+    on ``state``, ``net``'s ``StepState``."""
     opt, k, code = net.optimizer, net.kernels, net.loss.code
+    bounds, m_bounds = state.bounds, state.m_bounds
     show_fused(net, x, buffers)
     if type(opt) is Adam:
-        step = opt._next_t()
+        step = opt.next_t()
 
         def run(exact):  # exact: x scanned for its own bound
             return k.fused_adam_step(x, t, plan, code, opt.lr, opt.beta1, opt.beta2, opt.eps,
-                                     opt.weight_decay, step, net._bounds, net._m_bounds,
+                                     opt.weight_decay, step, bounds, m_bounds,
                                      -1.0 if exact or x_max is None else x_max)
     else:
         step = None
 
         def run(exact):
             return k.fused_sgd_step(x, t, plan, code, opt.lr, opt.momentum, opt.weight_decay,
-                                    bool(opt.nesterov and opt.momentum != 0), net._bounds,
+                                    bool(opt.nesterov and opt.momentum != 0), bounds,
                                     -1.0 if exact or x_max is None else x_max)
-    loss = float(_refused_twice(net, run, where))
+    loss = float(_refused_twice(net, state, run, where))
     check_loss(loss, where)  # the kernel returns a non-finite loss before any update
     _count(opt, step)
     return loss
 
 
-def _refused_twice(net, run, where, g_max=lambda i: None):
+def _refused_twice(net, state, run, where, g_max=lambda i: None):
     """``run(exact)``, a compiled update that returns -(l + 1) when layer l's
     update is refused (nothing applied), once on the bounds carried forward;
     when refused, once more on exact ones (``exact`` True), and a refusal
@@ -82,11 +85,11 @@ def _refused_twice(net, run, where, g_max=lambda i: None):
     ``g_max(layer)``, its gradient's bound, when known).  Returns run's value."""
     out = run(False)
     if out < 0:
-        net._exact_bounds()
+        state.exact_bounds(net)  # in place: run reads the same arrays
         out = run(True)
         if out < 0:
             i = int(-out) - 1
-            _refuse_update(where, i, g_max(i), net.dtype)
+            refuse_update(where, i, g_max(i), net.dtype)
     return out
 
 
@@ -111,22 +114,20 @@ def gradients_into(net, x, t, where, grad_scale, flat):
         path, plan, buffers = execution_plan(net, x.shape[0])
     if path != "fused":
         return forward_backward(net, x, t, where, grad_scale)
-    show_fused(net, x, buffers)
     loss = float(net.kernels.fused_gradients(x, t, plan, net.loss.code, grad_scale, flat))
     check_loss(loss, where)
-    for layer in net.layers:  # the layers' dw and db: the views of flat, as after the layered passes
-        layer._dw, layer._db = layer._store.get("dw"), layer._store.get("db")
+    show_fused(net, x, buffers, gradients=True)  # dw and db: the views of flat, as after the layered passes
     return loss
 
 
-def show_fused(net, x, buffers):
+def show_fused(net, x, buffers, gradients=False):
     """Point the layers' x, a, y and dz at a fused step's arrays for input x (a
-    layered pass since may have moved them); dw, db and dx are None: the
-    fused path does not form them."""
+    layered pass since may have moved them); dw, db and dx are None (the
+    fused path does not form them), or with ``gradients`` dw and db the
+    arrays the layers' ``gradients_into`` gave (``fused_gradients`` wrote them)."""
     inp = x
     for layer, (a, y, dz) in zip(net.layers, buffers, strict=True):
-        layer._x, layer._a, layer._y, layer._dz = inp, a, y, dz
-        layer._dw = layer._db = layer._dx = None
+        layer._show_pass(inp, a, y, dz, gradients)
         inp = y
 
 
@@ -152,24 +153,25 @@ def apply_gradients(net, grads, where, flat=None, batch=None):
         if path == "fused":
             return _apply_fused(net, plan, grads, flat, where)
     g_maxes = [max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])) for i in range(len(grads) // 2)]
-    net._apply(grads, where, g_maxes, 1)
+    made_state(net).apply(net, grads, where, g_maxes, 1)  # full-batch mode's first update makes it
 
 
 def _apply_fused(net, plan, grads, flat, where):
-    opt, k = net.optimizer, net.kernels
+    opt, k, state = net.optimizer, net.kernels, net.step_state
     if type(opt) is Adam:
-        step = opt._next_t()
+        step = opt.next_t()
 
-        def run(exact):  # the bounds are the network's, exact or not
+        def run(exact):  # the bounds are the state's, exact or not
             return k.fused_adam_apply(plan, flat, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
-                                      step, net._bounds, net._m_bounds)
+                                      step, state.bounds, state.m_bounds)
     else:
         step = None
 
         def run(exact):
             return k.fused_sgd_apply(plan, flat, opt.lr, opt.momentum, opt.weight_decay,
-                                     bool(opt.nesterov and opt.momentum != 0), net._bounds)
-    _refused_twice(net, run, where, lambda i: max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])))
+                                     bool(opt.nesterov and opt.momentum != 0), state.bounds)
+    _refused_twice(net, state, run, where,
+                   lambda i: max(k.max_abs(grads[2 * i]), k.max_abs(grads[2 * i + 1])))
     _count(opt, step)
 
 
@@ -178,7 +180,7 @@ def forward_loss(net, x, t, where):
     loss gradient).  A loss that is not finite raises ``FloatingPointError``
     naming ``where`` before any parameter gradient exists."""
     out = net._forward(x)
-    dout = net._workspace("dout", out.shape[0], out.shape[1])
+    dout = net.step_state.workspace("dout", out.shape[0], out.shape[1])
     loss = float(net.kernels.loss_and_grad(net.loss.code, out, t, dout))
     check_loss(loss, where)
     return loss, dout
