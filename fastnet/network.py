@@ -2,9 +2,7 @@
 
 import contextlib
 import functools
-import sys
 import threading
-import time
 
 import numpy as np
 
@@ -13,8 +11,8 @@ from fastnet._changes import Watched, changed
 from fastnet._checks import StateChecks, _check_logits, _check_optimizer_type, _twice
 from fastnet._validation import as_float_batch, flag, kernel_ready, positive_int, random_generator
 from fastnet._workspace import rows
-from fastnet.backend import HoldsKernels, bar_notice, kernels_for, resolve_backend
-from fastnet.callbacks import call_hook, check_callbacks, epoch_line, held_out
+from fastnet.backend import HoldsKernels, kernels_for, resolve_backend
+from fastnet.callbacks import check_callbacks, held_out
 from fastnet.layers import DenseLayer
 from fastnet.losses import SoftmaxCrossEntropy, get_loss
 from fastnet.optimizers import SGD
@@ -434,79 +432,17 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             # the same bounds and refuses the same updates
             self._checked()
             progress = progress and comm.Get_rank() == 0
-        n = X.shape[0]
-        starts = range(0, n, batch_size) if dp is None or mode == "gd" else dp.starts
-        history = {"loss": []}
-        if self.loss.is_classifier:
-            history["accuracy"] = []
+        validate = None
         if val is not None:
-            history["val_loss"] = []
-            if self.loss.is_classifier:
-                history["val_accuracy"] = []
-        if dp is not None:
-            history["allreduce_seconds"] = []
-
-        if dp is None:
-            epoch_run = training.epoch_sgd if mode == "sgd" else training.epoch_gd
-
-            def run(*args):
-                return epoch_run(self, *args)
-        else:
-            run = dp.epoch_sgd if mode == "sgd" else dp.epoch_gd
-        from tqdm.auto import tqdm  # here: importing it costs 0.08 s, and only fit shows a bar
-
-        # delay: the bar appears only once the work has lasted a second ("long work")
-        bar = tqdm(total=epochs * len(starts), disable=not progress, unit="batch", delay=1.0,
-                   desc="fit", leave=bool(verbose))
-        printing = verbose and (dp is None or comm.Get_rank() == 0)
-
-        def hook(name, *args):  # under comm: raised on every rank, and stop when any rank stops
             if dp is None:
-                return call_hook(callbacks, name, *args)
-            stop = distributed.agree(comm, lambda: call_hook(callbacks, name, *args), "a callback")
-            return bool(comm.allreduce(int(stop)))
-
-        def recheck():  # under comm: raised on every rank when the state is wrong on any
-            if dp is None:
-                self._checked()
+                def validate():
+                    return self._evaluate(*val)
             else:
-                distributed.agree(comm, self._checked, "the state at an epoch's start")
-
-        hook("on_train_begin", self)
-        try:
-            with bar, bar_notice(bar, "fit"):
-                for epoch in range(1, epochs + 1):
-                    logs = {"lr": self.optimizer.lr}
-                    hook("on_epoch_begin", epoch, logs)
-                    recheck()  # the callbacks may have replaced state: the plans are made again from it
-                    started = time.perf_counter()
-                    order = rng.permutation(n) if shuffle else None
-                    loss, acc = run(X, T, order, starts, batch_size, epoch, bar)
-                    logs["loss"] = loss
-                    if self.loss.is_classifier:
-                        logs["accuracy"] = acc
-                    if val is not None:
-                        if dp is None:
-                            scores = self._evaluate(*val)
-                        else:
-                            scores = distributed.global_scores(
-                                comm, lambda: (self._evaluate(*val), val[0].shape[0]), "validation")
-                        logs.update({"val_" + key: value for key, value in scores.items()})
-                    for key in history:
-                        if key in logs:
-                            history[key].append(logs[key])
-                    if dp is not None:
-                        history["allreduce_seconds"].append(dp.allreduce_seconds)
-                        dp.allreduce_seconds = 0.0
-                    logs["seconds"] = time.perf_counter() - started
-                    bar.set_postfix(epoch=epoch, loss=f"{loss:.4g}")
-                    if printing:
-                        bar.write(epoch_line(epoch, epochs, logs), file=sys.stdout)
-                    if hook("on_epoch_end", epoch, logs):
-                        break
-        finally:
-            hook("on_train_end", self)
-        return history
+                def validate():
+                    return distributed.global_scores(comm, lambda: (self._evaluate(*val), val[0].shape[0]),
+                                                     "validation")
+        return training.fit_epochs(self, X, T, epochs, batch_size, mode, shuffle, rng, progress, verbose,
+                                   callbacks, validate, dp)
 
     def _fit_checks(self, X, y, epochs, batch_size, mode, shuffle, validation_data, validation_split, rng):
         """fit's arguments validated: (epochs, batch_size, X, T, validation pair or

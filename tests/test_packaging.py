@@ -86,6 +86,78 @@ def test_no_module_imports_a_top_level_kernels_package():
     assert not bad, "import fastnet.kernels instead of kernels:\n" + "\n".join(bad)
 
 
+def module_level_imports(modules):
+    """{module: the modules of ``modules`` it imports at module level} for
+    ``modules``, {dotted name: source}.  ``from p import m`` counts as
+    importing the submodule p.m where there is one, else p; imports inside
+    functions (deferred on purpose) do not count."""
+    graph = {}
+    for name, source in modules.items():
+        package = name if source.startswith("#package") else name.rpartition(".")[0]
+        deps = set()
+        for node in ast.parse(source).body:
+            if isinstance(node, ast.Import):
+                deps.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                subs = [f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules]
+                deps.update(subs)
+                if len(subs) < len(node.names):
+                    deps.add(base)
+        graph[name] = sorted(d for d in deps if d in modules and d != name)
+    return graph
+
+
+def import_cycle(graph):
+    """One cycle of ``graph`` as a list of names (first == last), or None."""
+    state, path = {}, []
+
+    def visit(u):
+        state[u] = "open"
+        path.append(u)
+        for v in graph[u]:
+            if state.get(v) == "open":
+                return path[path.index(v):] + [v]
+            if v not in state and (found := visit(v)):
+                return found
+        path.pop()
+        state[u] = "done"
+        return None
+
+    return next((c for u in graph if u not in state and (c := visit(u))), None)
+
+
+@pytest.mark.parametrize(("modules", "cyclic"), [
+    ({"p.a": "import p.b", "p.b": "from p import a"}, True),
+    ({"p.a": "from . import b", "p.b": "from .a import f"}, True),
+    ({"p.a": "from p.b import g", "p.b": "from p import c", "p.c": "import p.a"}, True),
+    ({"p.a": "import p.b", "p.b": "def f():\n    import p.a\n"}, False),  # deferred
+    ({"p": "#package\nfrom p.a import f", "p.a": "import numpy"}, False),
+])
+def test_import_cycle_scanner_finds_what_it_should(modules, cyclic):
+    assert (import_cycle(module_level_imports(modules)) is not None) == cyclic
+
+
+def test_fastnet_modules_import_one_another_without_cycles():
+    """At module level, no two of fastnet's modules import each other, even
+    through others (``network`` and ``serialization``, ``network`` and
+    ``training``): each can be read, imported and tested after the ones it
+    needs.  Imports deferred into functions are allowed."""
+    modules = {}
+    for path in (REPO / "fastnet").rglob("*.py"):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        package = parts[-1] == "__init__"
+        name = ".".join(parts[:-1] if package else parts)
+        modules[name] = ("#package\n" if package else "") + path.read_text()
+    graph = module_level_imports(modules)
+    assert {"fastnet.network", "fastnet.training.steps", "fastnet.serialization"} <= set(graph)
+    assert "fastnet.training" in graph["fastnet.network"]  # the scan sees the imports
+    assert import_cycle(graph) is None, " -> ".join(import_cycle(graph))
+
+
 HEAVY = ("numba", "llvmlite", "matplotlib", "sklearn")
 
 _IMPORT_PROBE = """

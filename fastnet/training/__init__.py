@@ -16,6 +16,8 @@
 * ``batches``, ``epoch_sgd``, ``epoch_gd``, ``gd_accumulate``,
   ``batch_accuracy``: the epochs of ``fit`` (``loop``); ``fastnet.distributed``
   builds its data-parallel epochs from the same pieces.
+* ``fit_epochs``: ``fit``'s loop over the epochs, with the history, the
+  progress bar, the callbacks and the validation (``fit``).
 
 ``NeuralNetwork`` validates the arguments and the state (``_checks``) before
 any of these runs: they take validated arrays and checked state.  They use
@@ -25,6 +27,7 @@ and its layers' kept for them: the unchecked passes (``_forward``,
 ``_show_pass``) and the optimizers' unchecked update (``_step``).
 """
 
+from fastnet.training.fit import fit_epochs
 from fastnet.training.loop import batch_accuracy, batches, epoch_gd, epoch_sgd, gd_accumulate
 from fastnet.training.paths import PATHS, execution_plan, plan
 from fastnet.training.state import StepState, made_state
@@ -38,5 +41,5 @@ from fastnet.training.steps import (
 )
 
 __all__ = ["PATHS", "StepState", "apply_gradients", "batch_accuracy", "batches", "compiling_ahead",
-           "epoch_gd", "epoch_sgd", "execution_plan", "forward_backward", "forward_loss", "gd_accumulate",
-           "gradients_into", "made_state", "plan", "train_batch"]
+           "epoch_gd", "epoch_sgd", "execution_plan", "fit_epochs", "forward_backward", "forward_loss",
+           "gd_accumulate", "gradients_into", "made_state", "plan", "train_batch"]
