@@ -148,6 +148,32 @@ def test_batches_of_changing_size_reuse_the_workspaces(backend):
         assert peak < 16_384, peak
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_full_batch_mode_after_a_change_of_dtype_accumulates_in_the_new_dtype(backend):
+    """Full-batch ``fit`` on float32 layers, then on float64 layers of the same
+    shapes put in their place, equals a float64 network's ``fit`` from the same
+    weights: the epoch's mean gradient is gathered in float64 buffers, not in
+    the float32 ones of the first fit.  (Gathered in float32 it was 3e-10 to
+    5e-10 off here; float64 arithmetic alone, in another order, gives ~1e-16, so
+    the bound is 1e-12.)"""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.integers(0, 3, 64)
+
+    def layers(dtype):
+        return [fn.DenseLayer("tanh", 4, neurons_num=8, rng=0, dtype=dtype),
+                fn.DenseLayer("identity", 8, neurons_num=3, rng=1, dtype=dtype)]
+
+    net = fn.NeuralNetwork(layers(np.float32), "softmax_xent", fn.SGD(0.1), backend=backend)
+    net.fit(X, y, epochs=1, batch_size=16, mode="gd", progress=False)
+    net.layers, net.optimizer = layers(np.float64), fn.SGD(0.1)
+    net.fit(X, y, epochs=2, batch_size=16, mode="gd", progress=False)
+    twin = fn.NeuralNetwork(layers(np.float64), "softmax_xent", fn.SGD(0.1), backend=backend)
+    twin.fit(X, y, epochs=2, batch_size=16, mode="gd", progress=False)
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        assert p.dtype == np.float64
+        np.testing.assert_allclose(p, q, rtol=0, atol=1e-12)
+
+
 def test_load_refuses_oversized_claims_before_allocating(tmp_path):
     path = _net().save(tmp_path / "m.npz")
     with np.load(path) as data:
