@@ -23,8 +23,9 @@ class StateChecks:
     def step_state(self):
         """The ``fastnet.training.StepState`` of this network's steps (update
         bounds, execution plans, workspaces), made by the last check of its
-        state that passed (``check``; every public method checks first when
-        anything changed), or by a check now when there is none.  Kept for
+        state that passed (``check``; every training call and ``forward``/
+        ``backward`` check first when anything changed), or by a check now
+        when there is none.  Kept for
         ``fastnet.training``; not to be changed by hand."""
         steps = self._steps
         if steps is None:

@@ -179,11 +179,25 @@ class DataParallel:
         for p in params:
             self.grads.append(self.buf[offset:offset + p.size].reshape(p.shape))
             offset += p.size
-        if mode == "sgd":
-            # the backward pass writes dw and db straight into the buffer (no copy per step)
-            for layer, dw, db in zip(net.layers, self.grads[0::2], self.grads[1::2], strict=True):
-                layer.gradients_into(dw, db)
+        self.mode = mode
+        self.rebind()
         self.allreduce_seconds = 0.0
+
+    def rebind(self):
+        """Have the layers' backward passes write dw and db straight into the
+        reduction buffer (mode "sgd": no copy per step), again at each
+        epoch's start: a callback may have put new layers in place.  Their
+        parameters must keep the shapes and dtype the buffer was made for
+        (``ValueError`` otherwise, nothing changed)."""
+        shapes = [(g.shape, g.dtype) for g in self.grads]
+        now = [(p.shape, p.dtype) for p in self.net.parameters()]
+        if now != shapes:
+            raise ValueError(f"under a communicator the parameters keep their shapes and dtype for the "
+                             f"whole fit: {[s for s, _ in shapes]} in {self.buf.dtype} at its start, now "
+                             f"{[s for s, _ in now]} in {now[0][1]}")
+        if self.mode == "sgd":
+            for layer, dw, db in zip(self.net.layers, self.grads[0::2], self.grads[1::2], strict=True):
+                layer.gradients_into(dw, db)
 
     @property
     def starts(self):

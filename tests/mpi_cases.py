@@ -74,6 +74,34 @@ class _RankCallback(fn.callbacks.Callback):
         return False
 
 
+def new_layer(dtype):
+    """The layer the "callback_new_layer" case puts in place of layers[1] after epoch 1."""
+    return fn.DenseLayer("tanh", SIZES[1], neurons_num=SIZES[2], dtype=dtype, rng=7)
+
+
+class _EveryRankCallback(fn.callbacks.Callback):
+    """After epoch 1: on every rank, a new layers[1] (``new_layer``), or wider
+    layers[1:] and a new optimizer; or, on rank 0
+    only, changes that are no part of the network (they count as changes all the
+    same: ``fastnet._changes``)."""
+
+    def __init__(self, net, case, rank):
+        self.net, self.case, self.rank = net, case, rank
+
+    def on_epoch_end(self, epoch, logs):
+        if epoch == 1 and self.case == "callback_new_layer":
+            self.net.layers[1] = new_layer(self.net.dtype)
+        if epoch == 1 and self.case == "callback_widen":  # 16 -> 20 -> 5: checked, but not the buffer's
+            dtype = self.net.dtype
+            self.net.layers[1:] = [fn.DenseLayer("tanh", SIZES[1], neurons_num=20, dtype=dtype, rng=7),
+                                   fn.DenseLayer("identity", 20, neurons_num=SIZES[3], dtype=dtype, rng=8)]
+            self.net.optimizer = fn.SGD(0.1, momentum=0.9)
+        if epoch == 1 and self.case == "callback_count" and self.rank == 0:
+            for lr in (0.1, 0.2, 0.3):
+                fn.SGD(lr)
+        return False
+
+
 def main(case, outdir, **opts):
     from mpi4py import MPI
 
@@ -154,6 +182,8 @@ def main(case, outdir, **opts):
             callbacks = None
             if case in ("callback_stop", "callback_raise", "callback_bad_state"):  # rank 1's, at epoch 2
                 callbacks = [_RankCallback(rank == 1, case[len("callback_"):], net)]
+            if case in ("callback_new_layer", "callback_count", "callback_widen"):
+                callbacks = [_EveryRankCallback(net, case, rank)]
             history = net.fit(X, y, epochs=int(opts.get("epochs", 1)), batch_size=int(opts.get("batch", 4)),
                               mode=opts.get("mode", "sgd"), shuffle=bool(int(opts.get("shuffle", 0))),
                               progress=False, comm=comm, rng=rng,

@@ -159,6 +159,28 @@ def test_wrong_state_a_callback_puts_in_place_is_refused_before_the_next_epoch(b
         np.testing.assert_array_equal(p, q)  # nothing trained after the replacement
 
 
+@pytest.mark.parametrize("backend, batch, mode", _PATHS)
+def test_layers_a_callback_puts_in_place_that_do_not_take_the_data_are_refused(backend, batch, mode):
+    """Layers of another input width (and an optimizer for them) pass the
+    network's own check, but not fit's data: refused at the next epoch's start,
+    naming both, before any step on them."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    X, y = _data(n=300)
+    net = _net(backend)
+
+    def replace(net):
+        net.layers = [fn.DenseLayer("tanh", 6, neurons_num=8, rng=0),
+                      fn.DenseLayer("identity", 8, neurons_num=3, rng=1)]
+        net.optimizer = fn.SGD(0.1)
+
+    with pytest.raises(ValueError, match="fit's data has 4 inputs and 3 outputs per row in float32, but the "
+                                         "network now takes 6 and gives 3 in float32"):
+        net.fit(X, y, epochs=3, batch_size=batch, mode=mode, progress=False, rng=0,
+                callbacks=[_Replace(net, replace)])
+    assert net.optimizer.state is None  # no step on the new layers
+
+
 @pytest.mark.parametrize("bad, error", [(Recorder(), TypeError), ([object()], TypeError),
                                         ([lambda e, logs: False], TypeError)])
 def test_bad_callbacks_are_refused_before_training(bad, error):

@@ -37,7 +37,7 @@ import pytest
 import fastnet as fn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from mpi_cases import SHUFFLE_SEED, make_net, make_optimizer, shards  # noqa: E402
+from mpi_cases import SHUFFLE_SEED, make_net, make_optimizer, new_layer, shards  # noqa: E402
 
 HERE = Path(__file__).parent
 TIMEOUT = 180  # seconds for one mpiexec run: a cold numba compile in both ranks fits
@@ -116,9 +116,10 @@ def assert_replicas_identical(ranks):
 
 
 def reference_sgd(dtype, backend, n0, n1, batch, epochs, shuffle=False, optimizer="sgd",
-                  loss="softmax_cross_entropy", steps=None):
+                  loss="softmax_cross_entropy", steps=None, after_epoch=None):
     """One process: step s trains on rank 0's s-th batch followed by rank 1's
-    (each shard in the order its rank's generator shuffles it)."""
+    (each shard in the order its rank's generator shuffles it); ``after_epoch(net,
+    epoch)`` is called after each epoch, when given."""
     (X0, y0), (X1, y1) = shards(n0, n1, dtype)
     if loss == "mse":
         y0, y1 = np.eye(5, dtype=dtype)[y0], np.eye(5, dtype=dtype)[y1]
@@ -141,6 +142,8 @@ def reference_sgd(dtype, backend, n0, n1, batch, epochs, shuffle=False, optimize
                 correct += np.sum(np.argmax(net.layers[-1].y, axis=1) == yb)
         losses.append(loss_sum / (n0 + n1))
         accs.append(correct / (n0 + n1))
+        if after_epoch is not None:
+            after_epoch(net, len(losses))
     return net, losses, accs
 
 
@@ -366,6 +369,58 @@ def test_wrong_state_a_callback_puts_in_place_on_one_rank_fails_every_rank(tmp_p
     assert_replicas_identical(ranks)
     net, _, _ = reference_sgd(np.float32, "numpy", 40, 40, 4, 2)
     assert_close(params_of(ranks[0][1]), net.parameters(), np.float32, 20, 8)
+
+
+@needs_mpi
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_a_layer_callbacks_put_in_place_trains_on_its_own_reduced_gradients(tmp_path, backend):
+    """Every rank's callback puts a new layers[1] in place after epoch 1: the
+    next epochs reduce that layer's gradients (the reduction buffer bound to
+    it again), as one process with the same replacement trains it."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    ranks = run_case(tmp_path, "callback_new_layer", batch=4, n0=40, n1=40, epochs=3, backend=backend)
+    for report, _ in ranks:
+        assert report["error"] is None, report["error"]
+    assert_replicas_identical(ranks)
+
+    def replace(net, epoch):
+        if epoch == 1:
+            net.layers[1] = new_layer(net.dtype)
+
+    net, _, _ = reference_sgd(np.float32, "numpy", 40, 40, 4, 3, after_epoch=replace)
+    assert_close(params_of(ranks[0][1]), net.parameters(), np.float32, 30, 8)
+
+
+@needs_mpi
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_layers_of_other_shapes_callbacks_put_in_place_are_refused_on_every_rank(tmp_path, backend):
+    """Wider layers (and an optimizer for them) on every rank after epoch 1 pass
+    the network's own check, but the reduction buffer was made for the old
+    shapes: every rank refuses at epoch 2's start, naming them, before it
+    trains on."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    ranks = run_case(tmp_path, "callback_widen", batch=4, n0=40, n1=40, epochs=3, backend=backend)
+    for report, _ in ranks:
+        assert report["error_type"] == "ValueError", report
+        assert "keep their shapes and dtype for the whole fit" in report["error"]
+        assert "(16, 16)" in report["error"] and "(16, 20)" in report["error"]
+
+
+@needs_mpi
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_changes_on_one_rank_alone_leave_the_replicas_and_their_bounds_identical(tmp_path, backend):
+    """Rank 0's callback makes changes that are no part of the network (the
+    change count is the process's): every rank still holds the same update
+    bounds, so they refuse the same updates."""
+    if backend == "numba":
+        pytest.importorskip("numba")
+    ranks = run_case(tmp_path, "callback_count", batch=4, n0=40, n1=40, epochs=3, backend=backend)
+    for report, _ in ranks:
+        assert report["error"] is None, report["error"]
+    assert ranks[0][1]["bounds"].size  # compared by assert_replicas_identical
+    assert_replicas_identical(ranks)
 
 
 @needs_mpi

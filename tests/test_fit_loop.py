@@ -192,3 +192,45 @@ def test_the_compiled_loop_refuses_what_it_would_index_wrongly(change, says):
                             args["xbuf"], args["tbuf"], plan, 1, args["accuracy_kind"], 0.1, 0.0, 0.0, False,
                             np.zeros((1, 2)), -1.0, args["totals"])
     np.testing.assert_array_equal(ws[0], before)
+
+
+@pytest.mark.parametrize("batch", [4, 32])  # the fused step's register tiles, its BLAS products
+@pytest.mark.parametrize("new", ["momentum", "adam", "weights"])
+def test_state_replaced_between_compiled_calls_is_what_the_next_steps_train(new, batch, monkeypatch):
+    """The optimizer or a layer's weights replaced while an epoch runs (here
+    right after the first compiled call, as another thread could): the
+    epoch's next steps are the new optimizer's (its state made at its first
+    step) or train the new weights, exactly as ``train_step`` on the same
+    batches with the same replacement; not the old plan (the old arrays, or
+    the new optimizer's settings on the old one's state)."""
+    X, y = _data("softmax_xent", n=40 * batch)
+    net, twin = _net("softmax_xent", "sgd"), _net("softmax_xent", "sgd")
+    calls, real = [], jit.fused_sgd_epoch
+
+    def replace(network):
+        if new == "weights":
+            network.layers[1].w = np.full_like(network.layers[1].w, 0.01)
+        else:
+            network.optimizer = OPTIMIZERS[new]()
+
+    def first_then_replace(*args):
+        out = real(*args)
+        if not calls:
+            replace(net)
+        calls.append(args[4])  # the steps it was asked for
+        return out
+
+    monkeypatch.setattr(jit, "fused_sgd_epoch", first_then_replace)
+    net.fit(X, y, epochs=1, batch_size=batch, progress=False, rng=3)
+    # after the first step, which makes the state: one call, then step by step (a new optimizer), or
+    # calls of growing length (new weights)
+    assert calls[0] == 4 and (len(calls) == 1) == (new != "weights")
+    order = np.random.default_rng(3).permutation(X.shape[0])
+    for step in range(X.shape[0] // batch):
+        if step == 5:  # the first step, then the call's four
+            replace(twin)
+        idx = order[step * batch:(step + 1) * batch]
+        twin.train_step(X[idx], y[idx])
+    assert net.optimizer.state is not None and not np.all(net.layers[1].w == np.float32(0.01))
+    for p, q in zip(net.parameters(), twin.parameters(), strict=True):
+        np.testing.assert_array_equal(p, q)

@@ -21,9 +21,11 @@ def fit_epochs(net, X, T, epochs, batch_size, mode, shuffle, rng, progress, verb
 
     The network's state is checked again at every epoch's start, after the
     callbacks' ``on_epoch_begin`` (``net.check()``: a callback may have
-    replaced weights or the optimizer); under ``dp`` that check and every
-    callback hook run on all the ranks, which raise together and stop
-    together."""
+    replaced weights or the optimizer), against the data too, and the update
+    bounds are taken from the arrays (values a callback wrote in place are
+    looked at); under ``dp`` that check, the reduction buffer's binding
+    (``DataParallel.rebind``) and every callback hook run on all the ranks,
+    which raise together and stop together."""
     comm = None if dp is None else dp.comm
     n = X.shape[0]
     starts = range(0, n, batch_size) if dp is None or mode == "gd" else dp.starts
@@ -60,11 +62,21 @@ def fit_epochs(net, X, T, epochs, batch_size, mode, shuffle, rng, progress, verb
         stop = distributed.agree(comm, lambda: call_hook(callbacks, name, *args), "a callback")
         return bool(comm.allreduce(int(stop)))
 
+    def check():
+        net.check()
+        if net.dtype != X.dtype or X.shape[1] != net.n_inputs or T.shape[1] != net.n_outputs:
+            raise ValueError(f"fit's data has {X.shape[1]} inputs and {T.shape[1]} outputs per row in "
+                             f"{X.dtype}, but the network now takes {net.n_inputs} and gives "
+                             f"{net.n_outputs} in {net.dtype}: a callback changed its layers")
+        if dp is not None:
+            dp.rebind()
+        net.step_state.exact_bounds(net)  # every rank's from the same arrays: the same bounds
+
     def recheck():  # under comm: raised on every rank when the state is wrong on any
         if dp is None:
-            net.check()
+            check()
         else:
-            distributed.agree(comm, net.check, "the state at an epoch's start")
+            distributed.agree(comm, check, "the state at an epoch's start")
 
     hook("on_train_begin", net)
     try:

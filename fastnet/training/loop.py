@@ -96,9 +96,12 @@ def compiled_steps(net, X, T, order, batch_size, epoch, bar):
     totals = np.zeros(3)
     buffers = None
     while done < n_steps:
-        # every chunk, the state as it is now: a change anywhere (another thread's too) makes the
-        # StepState and its plans anew at the next check, which a step of train_batch below may make
+        # every chunk, the state as it is now (checked: one comparison unless something changed,
+        # another thread's change included; a StepState and plans made anew then)
+        net.check()
         state, opt = net.step_state, net.optimizer
+        if opt.state is None:  # a new optimizer: its first step makes its state (train_batch)
+            break
         path, plan, new = execution_plan(net, batch_size, state)
         if path != "fused":
             break  # the settings changed: the epoch's other steps by train_batch, one by one
