@@ -379,8 +379,9 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             optionally ``on_train_begin``, ``on_epoch_begin``,
             ``on_train_end``; for example ``EarlyStopping`` and
             ``LearningRateScheduler``.  State they replace (a layer's
-            weights, the optimizer) is checked at the next epoch's start
-            and trained from there on.
+            weights, the optimizer, layers that take the same data; under
+            ``comm``, of the same shapes) is checked at the next epoch's
+            start and trained from there on.
         verbose : 0 prints nothing; 1 prints one line per epoch on stdout (the
             epoch, its time, loss and metrics), and keeps the progress bar on
             the screen after ``fit``.

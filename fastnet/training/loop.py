@@ -96,9 +96,11 @@ def compiled_steps(net, X, T, order, batch_size, epoch, bar):
     totals = np.zeros(3)
     buffers = None
     while done < n_steps:
-        # every chunk, the state as it is now (checked: one comparison unless something changed,
-        # another thread's change included; a StepState and plans made anew then)
-        net.check()
+        # every chunk after the first (which follows the epoch's check, or the first step's), the
+        # state as it is now: checked (one comparison unless something changed, another thread's
+        # change included; a StepState and plans made anew then)
+        if buffers is not None:
+            net.check()
         state, opt = net.step_state, net.optimizer
         if opt.state is None:  # a new optimizer: its first step makes its state (train_batch)
             break
