@@ -19,10 +19,9 @@ import numpy as np
 
 from fastnet.kernels._blas import gemm
 
-from . import cpu
 from .activations import FORWARD, backward_prologue, forward_epilogue
 from .cpu import by_code, jit, jit_dot, jit_fma, wide_vectors
-from .tiles import tile_fma
+from .tiles import product
 from .tuning import (
     DW_LOOPS_MAX_BATCH,
     DW_TILES_MAX_BATCH,
@@ -39,7 +38,7 @@ __all__ = ["dense_backward", "dense_forward", "input_grad"]
 # A kernel called from another kernel with a Python int or bool constant is
 # compiled for that constant (numba types it as a Literal): once per distinct
 # value.  These typed constants are not literals.
-_0, _1, _FALSE, _TRUE = np.intp(0), np.intp(1), np.bool_(False), np.bool_(True)
+_0, _1 = np.intp(0), np.intp(1)
 
 
 # -- the public kernels: dispatch by batch size ------------------------------------------------
@@ -104,82 +103,15 @@ def _fwd_by_loops(x, w, b, a, y):
 
 
 # -- the register-tile product ---------------------------------------------------------------
-@jit(inline="always")
-def _tile(wide, four, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha):
-    """One ``tile_fma``: four rows or one, by three vectors or one.  Inlined: in
-    the update a tile sums over only the B rows of the batch, and a call per
-    tile made ``update_tiled`` 2.35x slower (784 x 256, B = 8, Zen 3)."""
-    if wide and four:
-        tile_fma(4, 3, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
-    elif wide:
-        tile_fma(1, 3, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
-    elif four:
-        tile_fma(4, 1, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
-    else:
-        tile_fma(1, 1, c, c0, ldc, a, a_r, a_rs, a_ks, b, j, ldb, n_k, alpha)
-
-
-@jit_fma(inline="always")
-def product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours):
-    """c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
-    (flat elements) for r < n_rows, j < n_cols, by ``tile_fma``: column panels
-    of three vectors, then of one; rows by four, then by one (``fours``: a
-    constant True where n_rows is a multiple of four, so that LLVM drops the
-    one-row tiles); the last columns, fewer than a vector, by scalar loops.
-    Panels outer when b is the big operand (each panel of b is read once for
-    all rows); rows outer when c is and its rows alias in the caches (see
-    ``update_tiled``): c is then walked in memory order.  Inlined into its
-    callers, whose constant arguments it is then compiled for (a call made the
-    tiled update 1.17x slower: 784 x 256, B = 8, Zen 3)."""
-    n_lanes = cpu.VEC_BYTES // c.itemsize
-    j_end = n_cols // n_lanes * n_lanes
-    if rows_outer:
-        r = 0
-        while r < n_rows:
-            four = fours or r + 4 <= n_rows
-            j = 0
-            while j < j_end:
-                wide = j + 3 * n_lanes <= n_cols
-                _tile(wide, four, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, j, ldb, n_k, alpha)
-                j += 3 * n_lanes if wide else n_lanes
-            r += 4 if four else 1
-    else:
-        j = 0
-        while j < j_end:
-            wide = j + 3 * n_lanes <= n_cols
-            r = 0
-            while r < n_rows:
-                four = fours or r + 4 <= n_rows
-                _tile(wide, four, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, j, ldb, n_k, alpha)
-                r += 4 if four else 1
-            j += 3 * n_lanes if wide else n_lanes
-    # The last columns, fewer than a vector: four rows at a time, so that four
-    # sums advance together instead of one chain of dependent multiply-adds
-    # (the whole forward of 16 x 256 x 10 2.1x faster, its update 1.7x; Zen 3).
-    cf, af, bf = c.reshape(-1), a.reshape(-1), b.reshape(-1)
-    zero = c.dtype.type(0)
-    for jj in range(j_end, n_cols):
-        r = 0
-        while r + 4 <= n_rows:
-            p = a0 + r * a_rs
-            s0 = s1 = s2 = s3 = zero
-            for k in range(n_k):
-                bk, q = bf[k * ldb + jj], p + k * a_ks
-                s0 += af[q] * bk
-                s1 += af[q + a_rs] * bk
-                s2 += af[q + 2 * a_rs] * bk
-                s3 += af[q + 3 * a_rs] * bk
-            o = r * ldc + jj
-            cf[o] += alpha * s0
-            cf[o + ldc] += alpha * s1
-            cf[o + 2 * ldc] += alpha * s2
-            cf[o + 3 * ldc] += alpha * s3
-            r += 4
-        for rr in range(r, n_rows):
-            s = zero
-            for k in range(n_k):
-                s += af[a0 + rr * a_rs + k * a_ks] * bf[k * ldb + jj]
-            cf[rr * ldc + jj] += alpha * s
+# ``product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours)``
+# (``tiles.product``): c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
+# (flat elements) for r < n_rows, j < n_cols, by ``tile_fma``: column panels of three vectors, then of
+# one; rows by four, then by one (``fours``: True where n_rows is a multiple of four, so that the
+# one-row tiles are not emitted); the last columns, fewer than a vector, by the tile in scalars,
+# four rows at a time.  Panels outer when b is the big operand (each panel of b is read once for all
+# rows); rows outer when c is and its rows alias in the caches (see ``update_tiled``): c is then walked
+# in memory order.  Emitted as LLVM IR into its callers (where their constant arguments fold in), not
+# inlined by numba: as a numba function inlined into its callers it cost 0.2-0.3 s of each one's compile.
 
 
 @jit
@@ -205,7 +137,7 @@ def forward_tiles(x, w, b, a):
     k0 = 0
     while k0 < n_in:
         kb = n_in - k0 if n_in - k0 < FWD_K_BLOCK else FWD_K_BLOCK
-        product(a, n, x, k0, n_in, _1, w[k0:], n, n4, kb, n, a.dtype.type(1), _FALSE, _TRUE)
+        product(a, n, x, k0, n_in, _1, w[k0:], n, n4, kb, n, a.dtype.type(1), False, True)
         k0 += kb
 
 
@@ -337,7 +269,7 @@ def update_tiled(x, g, w, lr, scratch):
     xp, ldx, used = _unaliased(x, scratch, 0)
     gp, ldg, _ = _unaliased(g, scratch, used)
     product(w, n, xp, _0, _1, ldx, gp, ldg, n_in, n_rows, n, -lr / T(n_rows), n * w.itemsize % 2048 == 0,
-            _FALSE)
+            False)
 
 
 @jit_fma
@@ -348,7 +280,7 @@ def update_tiled_unaliased(x, g, w, lr, scratch):
     T = w.dtype.type
     n_rows, n_in = x.shape
     n = w.shape[1]
-    product(w, n, x, _0, _1, n_in, g, n, n_in, n_rows, n, -lr / T(n_rows), _FALSE, _FALSE)
+    product(w, n, x, _0, _1, n_in, g, n, n_in, n_rows, n, -lr / T(n_rows), False, False)
 
 
 def rows_alias(n_in, n_out, itemsize):
