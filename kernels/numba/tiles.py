@@ -170,54 +170,39 @@ def _product(typingctx, c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, 
         def step(ptr, flag, big, small):
             builder.store(builder.add(builder.load(ptr), builder.select(flag, const(big), const(small))), ptr)
 
-        def rows_then_panels():
-            r = var(const(0))
+        rows = (n_rows_, four_at, 4, 1)  # (end, flag at a start, step if the flag, step if not)
+        panels = (j_end, wide_at, 3 * n_lanes, n_lanes)
 
-            def row_body():
-                rv = builder.load(r)
-                four = four_at(rv)
-                j = var(const(0))
+        def nest(rows_outer):
+            """The two loops, rows outer or panels outer, a tile at each (row, panel) start."""
+            outer, inner = (rows, panels) if rows_outer else (panels, rows)
+            o = var(const(0))
 
-                def panel_body():
-                    jv = builder.load(j)
-                    wide = wide_at(jv)
-                    tile(wide, four, rv, jv)
-                    step(j, wide, 3 * n_lanes, n_lanes)
+            def outer_body():
+                ov = builder.load(o)
+                o_flag = outer[1](ov)
+                i = var(const(0))
 
-                _while(builder, lambda: builder.icmp_signed("<", builder.load(j), j_end), panel_body)
-                step(r, four, 4, 1)
+                def inner_body():
+                    iv = builder.load(i)
+                    i_flag = inner[1](iv)
+                    r, four, j, wide = (ov, o_flag, iv, i_flag) if rows_outer else (iv, i_flag, ov, o_flag)
+                    tile(wide, four, r, j)
+                    step(i, i_flag, inner[2], inner[3])
 
-            _while(builder, lambda: builder.icmp_signed("<", builder.load(r), n_rows_), row_body)
+                _while(builder, lambda: builder.icmp_signed("<", builder.load(i), inner[0]), inner_body)
+                step(o, o_flag, outer[2], outer[3])
 
-        def panels_then_rows():
-            j = var(const(0))
-
-            def panel_body():
-                jv = builder.load(j)
-                wide = wide_at(jv)
-                r = var(const(0))
-
-                def row_body():
-                    rv = builder.load(r)
-                    four = four_at(rv)
-                    tile(wide, four, rv, jv)
-                    step(r, four, 4, 1)
-
-                _while(builder, lambda: builder.icmp_signed("<", builder.load(r), n_rows_), row_body)
-                step(j, wide, 3 * n_lanes, n_lanes)
-
-            _while(builder, lambda: builder.icmp_signed("<", builder.load(j), j_end), panel_body)
+            _while(builder, lambda: builder.icmp_signed("<", builder.load(o), outer[0]), outer_body)
 
         if flags[0] is None:
             with builder.if_else(rows_outer_) as (then, other):
                 with then:
-                    rows_then_panels()
+                    nest(True)
                 with other:
-                    panels_then_rows()
-        elif flags[0]:
-            rows_then_panels()
+                    nest(False)
         else:
-            panels_then_rows()
+            nest(flags[0])
         # the last columns, fewer than a vector: by the tile in scalars, four rows at a time
         with cgutils.for_range(builder, builder.sub(n_cols_, j_end)) as loop:
             jj = builder.add(j_end, loop.index)
