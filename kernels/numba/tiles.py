@@ -243,26 +243,37 @@ def _tile_fma_python(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha
 
 
 def _product_python(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours):
-    """``product`` as Python (NUMBA_DISABLE_JIT): the same walk, by ``_tile_fma_python``."""
+    """``product`` as Python (NUMBA_DISABLE_JIT): the same walk, by ``_tile_fma_python``
+    (no lists of the starts: a train step allocates next to nothing, ``test_state_safety``)."""
     n_lanes = lanes(c.itemsize)
     j_end = n_cols // n_lanes * n_lanes
-    r_starts = []
-    r = 0
-    while r < n_rows:
-        four = fours or r + 4 <= n_rows
-        r_starts.append((r, four))
-        r += 4 if four else 1
-    j_starts = []
-    j = 0
-    while j < j_end:
-        wide = j + 3 * n_lanes <= n_cols
-        j_starts.append((j, wide))
-        j += 3 * n_lanes if wide else n_lanes
-    pairs = ([(rs, js) for rs in r_starts for js in j_starts] if rows_outer
-             else [(rs, js) for js in j_starts for rs in r_starts])
-    for (r, four), (j, wide) in pairs:
+
+    def rows():  # (start, four rows)
+        r = 0
+        while r < n_rows:
+            four = fours or r + 4 <= n_rows
+            yield r, four
+            r += 4 if four else 1
+
+    def panels():  # (start, three vectors)
+        j = 0
+        while j < j_end:
+            wide = j + 3 * n_lanes <= n_cols
+            yield j, wide
+            j += 3 * n_lanes if wide else n_lanes
+
+    def tile(r, four, j, wide):
         _tile_fma_python(4 if four else 1, 3 if wide else 1, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs,
                          a_ks, b, j, ldb, n_k, alpha)
+
+    if rows_outer:
+        for r, four in rows():
+            for j, wide in panels():
+                tile(r, four, j, wide)
+    else:
+        for j, wide in panels():
+            for r, four in rows():
+                tile(r, four, j, wide)
     for jj in range(j_end, n_cols):
         r = 0
         while r + 4 <= n_rows:
