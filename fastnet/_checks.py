@@ -25,8 +25,8 @@ class StateChecks:
         bounds, execution plans, workspaces), made by the last check of its
         state that passed (``check``; every training call and ``forward``/
         ``backward`` check first when anything changed), or by a check now
-        when there is none.  Kept for
-        ``fastnet.training``; not to be changed by hand."""
+        when there is none.  Kept for ``fastnet.training``; not to be changed
+        by hand."""
         steps = self._steps
         if steps is None:
             self._checked()

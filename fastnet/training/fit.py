@@ -56,11 +56,12 @@ def fit_epochs(net, X, T, epochs, batch_size, mode, shuffle, rng, progress, verb
                desc="fit", leave=bool(verbose))
     printing = verbose and (dp is None or comm.Get_rank() == 0)
 
-    def hook(name, *args):  # under comm: raised on every rank, and stop when any rank stops
-        if dp is None:
-            return call_hook(callbacks, name, *args)
-        stop = distributed.agree(comm, lambda: call_hook(callbacks, name, *args), "a callback")
-        return bool(comm.allreduce(int(stop)))
+    def on_every_rank(compute, what):  # under comm: raised on every rank when it raised on any
+        return compute() if dp is None else distributed.agree(comm, compute, what)
+
+    def hook(name, *args):  # under comm: stop when any rank's callbacks ask to
+        stop = on_every_rank(lambda: call_hook(callbacks, name, *args), "a callback")
+        return stop if dp is None else bool(comm.allreduce(int(stop)))
 
     def check():
         net.check()
@@ -75,19 +76,14 @@ def fit_epochs(net, X, T, epochs, batch_size, mode, shuffle, rng, progress, verb
             # 231 us epoch of 4-16-3 on iris, B = 32: not taken in one process)
             net.step_state.exact_bounds(net)
 
-    def recheck():  # under comm: raised on every rank when the state is wrong on any
-        if dp is None:
-            check()
-        else:
-            distributed.agree(comm, check, "the state at an epoch's start")
-
     hook("on_train_begin", net)
     try:
         with bar, bar_notice(bar, "fit"):
             for epoch in range(1, epochs + 1):
                 logs = {"lr": net.optimizer.lr}
                 hook("on_epoch_begin", epoch, logs)
-                recheck()  # the callbacks may have replaced state: the plans are made again from it
+                # the callbacks may have replaced state: the plans are made again from it
+                on_every_rank(check, "the state at an epoch's start")
                 started = time.perf_counter()
                 order = rng.permutation(n) if shuffle else None
                 loss, acc = run(X, T, order, starts, batch_size, epoch, bar)

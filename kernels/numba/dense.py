@@ -105,7 +105,7 @@ def _fwd_by_loops(x, w, b, a, y):
 # -- the register-tile product ---------------------------------------------------------------
 # ``product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours)``
 # (``tiles.product``): c[r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[k ldb + j]
-# (flat elements) for r < n_rows, j < n_cols, by ``tile_fma``: column panels of three vectors, then of
+# (flat elements) for r < n_rows, j < n_cols, by register tiles: column panels of three vectors, then of
 # one; rows by four, then by one (``fours``: True where n_rows is a multiple of four, so that the
 # one-row tiles are not emitted); the last columns, fewer than a vector, by the tile in scalars,
 # four rows at a time.  Panels outer when b is the big operand (each panel of b is read once for all

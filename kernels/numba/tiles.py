@@ -23,7 +23,11 @@ from .cpu import DISABLED, lanes
 
 def _emit_tile(context, builder, dt, n_r, n_v, cd, c0_, ldc_, ad, a0_, a_rs_, a_ks_, bd, b0_, ldb_, n_k_,
                alpha_):
-    """Emit one tile (``tile_fma``) at the builder's position, on data pointers."""
+    """Emit one tile at the builder's position, on data pointers (``cd``, ``ad``,
+    ``bd``: c, a and b): c[c0 + r ldc + j] += alpha * sum over k < n_k of
+    a[a0 + r a_rs + k a_ks] * b[b0 + k ldb + j] for r < n_r and j < n_v * lanes
+    (n_v = 0: j < 1, in scalars), on the flat elements of C-contiguous arrays of
+    one dtype.  No bounds checks: ``product``'s loops keep inside."""
     T = context.get_value_type(dt)
     size = context.get_abi_sizeof(T)
     scalar = n_v == 0  # V = 0: one column, in scalars (the columns after the last vector)
@@ -78,33 +82,6 @@ def _emit_tile(context, builder, dt, n_r, n_v, cd, c0_, ldc_, ad, a0_, a_rs_, a_
                           align=size)
 
 
-def _takes(arrays):
-    return all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == arrays[0].dtype for t in arrays)
-
-
-def _data(context, builder, arrays, values):
-    return [context.make_array(t)(context, builder, value=v).data
-            for t, v in zip(arrays, values, strict=True)]
-
-
-@intrinsic(prefer_literal=True)
-def _tile_fma(typingctx, R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha):
-    arrays = (c, a, b)
-    if not (isinstance(R, types.IntegerLiteral) and isinstance(V, types.IntegerLiteral) and _takes(arrays)):
-        return None
-    n_r, n_v, dt, i = R.literal_value, V.literal_value, c.dtype, types.intp
-    sig = types.void(R, V, c, i, i, a, i, i, i, b, i, i, i, dt)
-
-    def codegen(context, builder, signature, args):
-        _, _, c_, c0_, ldc_, a_, a0_, a_rs_, a_ks_, b_, b0_, ldb_, n_k_, alpha_ = args
-        cd, ad, bd = _data(context, builder, arrays, (c_, a_, b_))
-        _emit_tile(context, builder, dt, n_r, n_v, cd, c0_, ldc_, ad, a0_, a_rs_, a_ks_, bd, b0_, ldb_, n_k_,
-                   alpha_)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 def _while(builder, cond, body):
     """while cond(): body(), in LLVM IR (cond returns an i1)."""
     test, run, done = (builder.append_basic_block(n) for n in ("while.cond", "while.body", "while.end"))
@@ -120,7 +97,7 @@ def _while(builder, cond, body):
 @intrinsic(prefer_literal=True)
 def _product(typingctx, c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours):
     arrays = (c, a, b)
-    if not _takes(arrays):
+    if not all(isinstance(t, types.Array) and t.layout == "C" and t.dtype == c.dtype for t in arrays):
         return None
     dt, i, bool_ = c.dtype, types.intp, types.boolean
     # literal flags (a constant True or False): only that variant's loops are emitted
@@ -129,7 +106,8 @@ def _product(typingctx, c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, 
 
     def codegen(context, builder, signature, args):
         c_, ldc_, a_, a0_, a_rs_, a_ks_, b_, ldb_, n_rows_, n_k_, n_cols_, alpha_, rows_outer_, fours_ = args
-        cd, ad, bd = _data(context, builder, arrays, (c_, a_, b_))
+        cd, ad, bd = (context.make_array(t)(context, builder, value=v).data
+                      for t, v in zip(arrays, (c_, a_, b_), strict=True))
         n_lanes = lanes(context.get_abi_sizeof(context.get_value_type(dt)))
         intp = cgutils.intp_t
 
@@ -224,10 +202,11 @@ def _product(typingctx, c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, 
     return sig, codegen
 
 
-def _tile_fma_python(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha):
-    """``tile_fma`` in NumPy, for kernels run as Python (NUMBA_DISABLE_JIT): on
-    strided views (no copies, so a train step still allocates no workspace-sized
-    arrays), with the bounds the compiled tile trusts its callers to keep checked."""
+def _tile_python(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha):
+    """One tile (``_emit_tile``, R rows by V vectors) in NumPy, for kernels run
+    as Python (NUMBA_DISABLE_JIT): on strided views (no copies, so a train step
+    still allocates no workspace-sized arrays), with the bounds the compiled
+    tile trusts its callers to keep checked."""
     width, item = (V * lanes(c.itemsize) if V else 1), c.itemsize
     cf, af, bf = c.reshape(-1), a.reshape(-1), b.reshape(-1)
     last_a = a0 + (R - 1) * a_rs + (n_k - 1) * a_ks if n_k else a0
@@ -243,7 +222,7 @@ def _tile_fma_python(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha
 
 
 def _product_python(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours):
-    """``product`` as Python (NUMBA_DISABLE_JIT): the same walk, by ``_tile_fma_python``
+    """``product`` as Python (NUMBA_DISABLE_JIT): the same walk, by ``_tile_python``
     (no lists of the starts: a train step allocates next to nothing, ``test_state_safety``)."""
     n_lanes = lanes(c.itemsize)
     j_end = n_cols // n_lanes * n_lanes
@@ -263,7 +242,7 @@ def _product_python(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alph
             j += 3 * n_lanes if wide else n_lanes
 
     def tile(r, four, j, wide):
-        _tile_fma_python(4 if four else 1, 3 if wide else 1, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs,
+        _tile_python(4 if four else 1, 3 if wide else 1, c, r * ldc + j, ldc, a, a0 + r * a_rs, a_rs,
                          a_ks, b, j, ldb, n_k, alpha)
 
     if rows_outer:
@@ -277,19 +256,12 @@ def _product_python(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alph
     for jj in range(j_end, n_cols):
         r = 0
         while r + 4 <= n_rows:
-            _tile_fma_python(4, 0, c, r * ldc + jj, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, jj, ldb, n_k, alpha)
+            _tile_python(4, 0, c, r * ldc + jj, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, jj, ldb, n_k, alpha)
             r += 4
         while r < n_rows:
-            _tile_fma_python(1, 0, c, r * ldc + jj, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, jj, ldb, n_k, alpha)
+            _tile_python(1, 0, c, r * ldc + jj, ldc, a, a0 + r * a_rs, a_rs, a_ks, b, jj, ldb, n_k, alpha)
             r += 1
 
-
-#: ``tile_fma(R, V, c, c0, ldc, a, a0, a_rs, a_ks, b, b0, ldb, n_k, alpha)``:
-#: c[c0 + r ldc + j] += alpha * sum over k < n_k of a[a0 + r a_rs + k a_ks] * b[b0 + k ldb + j]
-#: for r < R and j < V * lanes (V = 0: j < 1, in scalars), on the flat elements of C-contiguous arrays of
-#: one dtype (R and V literal integers; no bounds checks: the callers' loops
-#: keep inside).
-tile_fma = _tile_fma_python if DISABLED else _tile_fma
 
 #: ``product(c, ldc, a, a0, a_rs, a_ks, b, ldb, n_rows, n_k, n_cols, alpha, rows_outer, fours)``: the
 #: whole walk of ``dense``'s products in tiles, emitted as LLVM IR into the caller (no numba
