@@ -403,7 +403,7 @@ class NeuralNetwork(StateChecks, HoldsKernels):
             raises its own exception); no rank applies that step's update.
         """
         ahead = training.compiling_ahead(self, batch_size if mode == "sgd" and comm is None else None)
-        with ahead:  # a cold process: the step compiles in a helper while the checks compile here
+        with ahead:  # a cold process: a helper for the step's leaves sets up while the checks compile
             return self._fit(X, y, epochs, batch_size, mode, shuffle, validation_data, progress, rng, comm,
                              validation_split, callbacks, verbose)
 

@@ -7,7 +7,7 @@ imports it when the numba backend is first asked for.  Its public kernels are
 calls by address), ``tiles`` (the register tile), ``blas`` (BLAS called from
 compiled code), ``updates`` (the fused step's updates without ``dw``),
 ``tuning`` (every measured threshold), ``warm`` (what ``warmup`` compiles) and
-``fused.step_aside`` (the fused step compiled in a helper process) are what
+``fused.step_aside`` (a helper process for the fused step's leaves) are what
 only compiled code needs.
 
 No kernel starts threads of its own (no ``prange``): the only thread pool is

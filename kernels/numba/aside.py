@@ -3,16 +3,21 @@ in ``fastnet.kernels.numpy``: nothing there compiles).
 
 numba compiles one kernel at a time in a process (it holds a lock for the
 whole compile), so the kernels a first step needs compile one after another:
-the step itself (1.4 s for the SGD step, Intel Xeon, cold) after its leaves.
-With a second core, ``Aside`` compiles the step in a helper process, ``python
--m fastnet.kernels.numba.warm --only``, while this process compiles the
-leaves; the helper leaves it in numba's on-disk cache, from which this
-process loads it when it calls it.  A step opens one block before its checks
-of its batch (``fastnet.training.compiling_ahead``) and one around its
-leaves (``fused.ready``), which waits for the first's helper: in a cold
-process the helper starts with the step, not after the checks' kernels and
-numba's own set-up (0.7 s and 0.4 s of a cold fused-64 on Zen 3).
-``fastnet.warmup`` starts its helpers with ``start_helper`` too.
+the step itself (1.4-2 s for the SGD step, cold), and its leaves (about 0.2 s
+each: 7 at B = 64 by BLAS, 11 at B = 16 by the register tiles).  With a
+second core, ``Aside`` starts a helper process, ``python -m
+fastnet.kernels.numba.warm --leaves``, which sets up numba's compiler while
+this process checks its batch, then takes the leaves this process offers
+(``Aside.share``), from the first, while this process compiles the step and
+then the leaves from the last; where they meet, the rest are the helper's,
+in numba's on-disk cache, and load here (``fused.ready``).  So the two finish
+together whichever part is larger, and nothing this process needs waits on
+the helper: it compiles whatever the helper has not cached.  A step opens
+one block before its checks of its batch (``fastnet.training.compiling_ahead``)
+and one around its kernels (``fused.ready``): in a cold process the helper
+starts with the step, and its own set-up (imports and numba's, 0.8 s on Zen 3)
+runs beside the checks'.  ``fastnet.warmup`` starts its helpers with
+``start_helper`` too.
 """
 
 import os
@@ -25,19 +30,19 @@ import numpy as np
 
 from . import cpu
 
-#: Seconds to wait for a helper before compiling its kernels here instead.
-HELPER_TIMEOUT = 600
-
 
 def start_helper(argv):
     """``python -m fastnet.kernels.numba.warm *argv`` in a new process (a
-    ``subprocess.Popen``, stderr piped, stdout discarded), importing this
-    fastnet wherever it was imported from.  OSError if it cannot start."""
+    ``subprocess.Popen``, stderr piped, stdout discarded; stdin piped for
+    ``--leaves``), importing this fastnet wherever it was imported from.
+    OSError if it cannot start."""
     import fastnet
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastnet.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    return subprocess.Popen([sys.executable, "-m", "fastnet.kernels.numba.warm", *map(str, argv)], env=env,
+    argv = [str(a) for a in argv]
+    return subprocess.Popen([sys.executable, "-m", "fastnet.kernels.numba.warm", *argv], env=env,
+                            stdin=subprocess.PIPE if argv[:1] == ["--leaves"] else None,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -63,108 +68,109 @@ def usable_cores():
 
 
 class Aside:
-    """``with Aside(dtype, kernels):`` compiles ``kernels`` ((kernel, argument
-    types) pairs, each in ``warm.signatures(dtype)``) in a helper process while
-    the block compiles others here.
+    """``with Aside(dtype, kernels) as block:`` a block in which this process
+    compiles ``kernels`` ((kernel, argument types) pairs: the step) and the
+    leaves it passes to ``block.share``, while a helper process compiles those
+    leaves from the other end.
 
-    The helper starts at the block's first compile (none when every kernel the
-    block needs is in the cache), and only for those of ``kernels`` that this
-    process has not compiled or loaded and the on-disk cache does not hold,
-    when there are any and a core is spare (``spare_core``).  Leaving the block
-    waits for the helper (so the kernels then load from the cache), or kills
-    it when the block raised.  A helper that cannot start, fails or takes
-    longer than ``HELPER_TIMEOUT`` leaves its kernels to this process, which
-    compiles them when it calls them (a failure is reported as a
+    A helper starts only when some of ``kernels`` are neither compiled here
+    nor in the on-disk cache (a first step on this machine, or after an
+    upgrade), and a core is spare (``spare_core``): at ``share``, when it
+    offers a leaf the cache lacks; or as the block opens, when none of
+    ``cold`` ((kernel, argument types) pairs the block compiles before any
+    other: the step's checks of its batch) is compiled here or cached either,
+    so that the helper's set-up runs beside theirs.  The helper is told the
+    leaves by one line on its stdin; it compiles them in that order until it
+    meets one compiled or cached already (``warm.compile_until_met``), and
+    leaves them in the cache.  ``finish`` (and leaving the block) ends it:
+    this process has by then compiled, or loaded from the cache, whatever it
+    needs, so a helper still running is killed.  One that could not start or
+    failed changes nothing but the time taken (a failure is reported as a
     RuntimeWarning).
 
-    ``cold``: (kernel, argument types) pairs the block compiles before any
-    other.  When none of them is compiled here or in the cache, the process
-    is cold and the helper starts as the block opens, not at the block's
-    first compile: numba's first compile in a process begins about 0.4 s
-    after its call (AMD EPYC, Zen 3), its own set-up.
-
     Inside a block of an ``Aside`` of the same dtype and kernels (in this
-    thread), the inner one starts nothing: the outer block's helper starts at
-    the first compile of either, and leaving the inner block waits for it, or,
-    when the inner block raised, leaves it to the outer, which kills it.  So a
-    caller can open the block before compiles of its own (a step's checks of
-    its batch) while the code that calls the kernels still waits for them.
+    thread), the inner one starts nothing: ``share`` and ``finish`` in either
+    act on the outer block's helper, which leaving the inner block ends too.
+    So a caller can open the block before the compiles of its checks while
+    the code that compiles the kernels opens its own.
     """
 
     def __init__(self, dtype, kernels, cold=()):
         self.dtype, self.kernels, self.cold = np.dtype(dtype).name, list(kernels), list(cold)
-        self.helper, self._stop, self._outer = None, None, None
+        self.helper, self._outer, self._told = None, None, False
 
     def __enter__(self):
         stack = _open_asides()
         self._outer = next((a for a in stack if (a.dtype, a.kernels) == (self.dtype, self.kernels)), None)
         stack.append(self)
-        if self._outer is None and self.kernels and not cpu.DISABLED:
-            self._stop = cpu.on_compile(self._compiling)
-            if self.cold and not any(_have(*entry) for entry in self.cold):
-                self._compiling(True)
+        if self._outer is None and self.cold and not any(have(*entry) for entry in self.cold):
+            self._start()
         return self
 
-    def _compiling(self, starting):
-        if not starting:
-            return
-        self._stop_watching()  # once: at the first compile, or never
-        names = [kernel.__name__ for kernel, args in self.kernels if not _have(kernel, args)]
-        if names and spare_core():
+    def _start(self):
+        if self.helper is None and not cpu.DISABLED and not all(have(*entry) for entry in self.kernels) \
+                and spare_core():
             try:
-                self.helper = start_helper(["--only", self.dtype, *names])
-            except OSError:  # e.g. no process may be started here: this one compiles them
+                self.helper = start_helper(["--leaves", self.dtype])
+            except OSError:  # e.g. no process may be started here: this one compiles everything
                 pass
+
+    def _owner(self):
+        return self._outer if self._outer is not None else self
+
+    def share(self, leaves):
+        """Offer the helper ``leaves`` ((kernel, argument types) pairs of
+        ``fused.LEAVES``, as ``warm.signatures`` has them) in the order it
+        should take them; this process takes them from the other end, and
+        where it finds one in the cache, the helper has cached the rest.
+        Starts the helper, when none has started, if the cache lacks one of
+        them.  Once per helper; nothing happens without one."""
+        owner = self._owner()
+        if owner._told:
+            return
+        if owner.helper is None and not all(have(*entry) for entry in leaves):
+            owner._start()
+        if owner.helper is None:
+            return
+        owner._told = True
+        try:  # one line: the helper reads one
+            owner.helper.stdin.write((" ".join(kernel.__name__ for kernel, _ in leaves) + "\n").encode())
+            owner.helper.stdin.flush()
+        except (OSError, ValueError):  # the helper has ended: ``finish`` says how
+            pass
+
+    def finish(self, stacklevel=2):
+        """End the helper: this process needs nothing more of it.  A helper
+        still running is killed (it may be compiling a leaf this process has
+        compiled too); one that failed is reported (RuntimeWarning, at
+        ``stacklevel``)."""
+        owner = self._owner()
+        helper, owner.helper = owner.helper, None
+        if helper is None:
+            return
+        failed = helper.poll() not in (None, 0)
+        err = _kill(helper)
+        if failed:
+            names = ", ".join(kernel.__name__ for kernel, _ in owner.kernels)
+            warnings.warn(f"a helper process compiling the leaves of {names} failed (exit "
+                          f"{helper.returncode}); this process compiled them: "
+                          f"{err.decode(errors='replace')[-500:]}", RuntimeWarning, stacklevel=stacklevel + 1)
 
     def __exit__(self, kind, value, traceback):
         _open_asides().remove(self)
-        if self._outer is not None:  # the outer block's helper
-            if kind is None:
-                self._outer.wait(stacklevel=3)
-            return
-        if kind is not None:  # interrupted or failed: the helper's work is not wanted
-            self._stop_watching()
-            helper, self.helper = self.helper, None
-            if helper is not None:
-                _kill(helper)
-            return
-        self.wait(stacklevel=3)
-
-    def _stop_watching(self):
-        stop, self._stop = self._stop, None
-        if stop is not None:
-            stop()
-
-    def wait(self, stacklevel=2):
-        """Wait for the helper, if one was started (its kernels then load from
-        the cache), and start none after this; a failed helper's warning is
-        given at ``stacklevel``."""
-        self._stop_watching()
-        helper, self.helper = self.helper, None
-        if helper is None:
-            return
-        try:
-            _, err = helper.communicate(timeout=HELPER_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            err = _kill(helper)
-        except BaseException:  # interrupted while waiting: nothing more is wanted of it
-            _kill(helper)
-            raise
-        if helper.returncode != 0:
-            warnings.warn(f"a helper process compiling {', '.join(k.__name__ for k, _ in self.kernels)} "
-                          f"failed (exit {helper.returncode}); this process compiles them: "
-                          f"{err.decode(errors='replace')[-500:]}", RuntimeWarning, stacklevel=stacklevel)
+        self.finish(stacklevel=2)
 
 
-def _have(kernel, args):
+def have(kernel, args):
     """Whether ``kernel`` for ``args`` is compiled (or loaded) here or in numba's on-disk cache."""
     return tuple(args) in kernel.overloads or cpu.cached(kernel, args)
 
 
 def _kill(helper):
-    """Stop a helper and return what it wrote to stderr."""
-    helper.kill()
-    return helper.communicate()[1]
+    """Stop a helper (if it is still running) and return what it wrote to stderr."""
+    if helper.poll() is None:
+        helper.kill()
+    return helper.communicate()[1] or b""
 
 
 _THREAD = threading.local()

@@ -258,6 +258,17 @@ class Leaves:
             self._tables[dtype] = np.zeros(self.offsets[-1], np.int64)
         return self._tables[dtype]
 
+    def kernel(self, dtype, entry, code=0):
+        """(kernel, argument types): kernel ``code`` of ``entry`` and what ``need``
+        compiles it for, for arrays of ``dtype``."""
+        kernels, signature = self.entries[entry]
+        nb = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+        return kernels[code], signature(nb).args
+
+    def has(self, dtype, entry, code=0):
+        """Whether ``need`` has made kernel ``code`` of ``entry`` ready for ``dtype``."""
+        return self.table(dtype)[self.offsets[entry] + code] != 0
+
     def need(self, dtype, entry, code=0):
         """Compile (or load from the cache) kernel ``code`` of ``entry`` for ``dtype``."""
         fns, slot = self.table(dtype), self.offsets[entry] + code

@@ -24,13 +24,11 @@ README's table).
 
 The step is the largest kernel of all (1.5 s of a cold fused-64's 4 s of
 compiling on Emerald Rapids; its leaves are the rest): on a cold cache with
-a core to spare, ``ready`` compiles the step in a helper process while this
-one compiles the leaves (``aside.Aside``), then loads it from the cache;
-``train_step`` and ``fit`` open the same block before the step's checks
-(``step_aside``), so that in a cold process the helper starts first.
-Side by side on an Intel Xeon (family 6 model 167), cold, the first result of
-fused-1 came 2.7-2.8 s after the process started, against 3.8-3.9 s with both
-compiled here (``benchmarks/compile_profile.py``).
+a core to spare, ``ready`` compiles the step and then the leaves from the
+last, while a helper process compiles them from the first (``aside.Aside``),
+and loads the helper's from the cache; ``train_step`` and ``fit`` open the
+same block before the step's checks (``step_aside``), so that in a cold
+process the helper's set-up runs beside them.
 """
 
 import contextlib
@@ -41,7 +39,7 @@ import numpy as np
 from numba import types
 
 from .activations import BACKWARD, FORWARD
-from .aside import Aside
+from .aside import Aside, have
 from .blas import address as blas_address
 from .blas import axpy_address, matmul
 from .cpu import DISABLED, Leaves, array_at, by_code, data_address, jit
@@ -110,9 +108,12 @@ LEAVES = Leaves(
     # Adam's update of a parameter from its gradient, formed whole in ``work``
     (adam_step, lambda dt: _m(dt)(_m(dt), _m(dt), _m(dt), _m(dt), types.float64, types.float64, types.float64,
                                   types.float64, types.float64, types.int64)),
+    # the bounds' checks, compiled already for the checks of the batch: called, not
+    # linked in, where the step's module would optimise and compile its code again
+    (max_abs, lambda dt: types.float64(_m(dt))),
 )
 (FWD_TILES, FWD_ROWS, ACT, LOSS, ACT_GRAD, DX, UPD_TILED, UPD_PLAIN, UPD_MOMENTUM, BIAS_PLAIN,
- BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY, AXPY_APPLY, ADAM) = range(len(LEAVES.entries))
+ BIAS_MOMENTUM, SGD_STEP, MOMENTUM_APPLY, AXPY_APPLY, ADAM, MAX_ABS) = range(len(LEAVES.entries))
 _call = LEAVES.call
 # The columns of a plan's table, one row per layer: the addresses of w, b, their
 # velocities (Adam: second moments), and the workspaces a, y and g (dz); the
@@ -271,8 +272,8 @@ def _make_step(code):
         for i in range(n_layers - 1, -1, -1):  # every update checked before any is applied
             n_in, n_out = table[i, N_IN], table[i, N_OUT]
             x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
-            in_max = x_max if i == 0 and x_max >= 0 else max_abs(x_i)
-            g_max = max_abs(array_at(table[i, G], batch, n_out, x)) * max(in_max, 1.0)
+            in_max = x_max if i == 0 and x_max >= 0 else _call(fns, MAX_ABS, 0, (x_i,))
+            g_max = _call(fns, MAX_ABS, 0, (array_at(table[i, G], batch, n_out, x),)) * max(in_max, 1.0)
             if not layer_bound(adam, i, g_max, batch * g_max, bounds, m_bounds, after, lr, momentum,
                                weight_decay, nesterov, beta2, eps, step, big, limit):
                 return -(i + 1.0)
@@ -342,7 +343,7 @@ def _make_step(code):
 #: The fused step, by optimizer: ``STEPS[0]`` SGD, ``STEPS[1]`` Adam, ``STEPS[2]`` the gradients
 #: alone (one source: each compiles only its own code; Adam's cost 0.2-0.5 s of each cold start).
 STEPS = by_code(_make_step, ("sgd", "adam", "gradients"), jit)
-GRADS = ADAM + 1  # ``update`` for STEPS[2] (not a leaf)
+GRADS = len(LEAVES.entries)  # ``update`` for STEPS[2] (not a leaf's index)
 
 
 def step_code(update):
@@ -358,8 +359,8 @@ def _step_kernel(dtype, code):
 
 
 def step_aside(dtype, update, checks_first=False):
-    """The ``Aside`` that compiles the fused step for ``update`` (its ``STEPS``)
-    and arrays of ``dtype`` (a ``numpy.dtype``), or None when this process has it
+    """The ``Aside`` of the fused step for ``update`` (its ``STEPS``) and arrays
+    of ``dtype`` (a ``numpy.dtype``), or None when this process has the step
     already.  ``ready`` opens one; a caller opens one of its own before
     compiles that come first (``fastnet.training.steps.compiling_ahead``),
     with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
@@ -557,14 +558,11 @@ def check_bounds(plan, bounds):
 
 def ready(plan, loss_kind, update, nesterov, bounds):
     """Refuse bounds the step would misuse, and make every kernel it reaches
-    ready: its leaves compiled (or loaded) here, and the step itself
-    (``STEPS``) compiled meanwhile in a helper process when the cache lacks
-    it and a core is spare (``aside.Aside``); the call then loads it from
-    the cache."""
+    ready (``_make_ready``): compiled, or loaded from the cache."""
     check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
-        with step_aside(plan.dtype, update) or contextlib.nullcontext():
-            _make_ready(plan, loss_kind, update, nesterov)
+        with step_aside(plan.dtype, update) or contextlib.nullcontext() as aside:
+            _make_ready(plan, loss_kind, update, nesterov, aside)
         plan.ready.add((loss_kind, update, nesterov))
 
 
@@ -590,38 +588,67 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
         raise
 
 
-def _make_ready(plan, loss_kind, update, nesterov):
-    """Compile (or load) every kernel a step of this loss and update reaches on this plan."""
+def _leaves(plan, loss_kind, update, nesterov):
+    """[(entry, code)]: the ``LEAVES`` a step of this loss and update reaches on this plan."""
     if not 0 <= loss_kind < len(LEAVES.entries[LOSS][0]):
         raise ValueError(f"loss_kind must be one of fastnet.kernels.LOSSES' codes, got {loss_kind}")
-    dtype, by_blas, batch = plan.dtype, plan.gemm[0] != 0, plan.x_shape[0]
+    by_blas, batch, out = plan.gemm[0] != 0, plan.x_shape[0], []
+
+    def need(entry, code=0):
+        out.append((entry, code))
+
     for kind in set(plan.table[:, KIND].tolist()):
-        LEAVES.need(dtype, ACT, kind)
-        LEAVES.need(dtype, ACT_GRAD, kind)
+        need(ACT, kind)
+        need(ACT_GRAD, kind)
     if not by_blas:  # the products by the tiles and compiled loops
         if batch >= 4:
-            LEAVES.need(dtype, FWD_TILES)
+            need(FWD_TILES)
         if batch % 4:
-            LEAVES.need(dtype, FWD_ROWS, plan.codes[0])
+            need(FWD_ROWS, plan.codes[0])
         if plan.table.shape[0] > 1:
-            LEAVES.need(dtype, DX, plan.codes[1])
-    LEAVES.need(dtype, LOSS, loss_kind)
+            need(DX, plan.codes[1])
+    need(LOSS, loss_kind)
+    if update != GRADS:  # the bounds' checks
+        need(MAX_ABS)
     if update in (ADAM, GRADS):
         if update == ADAM:
-            LEAVES.need(dtype, ADAM)
+            need(ADAM)
         if not by_blas:  # dw by the tiles' plain update
             if batch >= UPDATE_TILES_MIN_BATCH:
                 for code in set(plan.table[:, ALIASED].tolist()):
-                    LEAVES.need(dtype, UPD_TILED, code)
+                    need(UPD_TILED, code)
             else:
-                LEAVES.need(dtype, UPD_PLAIN, plan.codes[2])
+                need(UPD_PLAIN, plan.codes[2])
     elif by_blas:
-        LEAVES.need(dtype, SGD_STEP)
+        need(SGD_STEP)
         if update == UPD_MOMENTUM and not nesterov:
-            LEAVES.need(dtype, MOMENTUM_APPLY)
+            need(MOMENTUM_APPLY)
         if plan.codes[AXPY_AT] != 0:  # momentum, or plain SGD with weight decay (neither known here,
-            LEAVES.need(dtype, AXPY_APPLY)  # and the latter takes it with any nesterov flag)
+            need(AXPY_APPLY)  # and the latter takes it with any nesterov flag)
     else:
         for code in set(plan.table[:, ALIASED].tolist()) if update == UPD_TILED else (plan.codes[2],):
-            LEAVES.need(dtype, update, code)
-        LEAVES.need(dtype, BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)
+            need(update, code)
+        need(BIAS_MOMENTUM if update == UPD_MOMENTUM else BIAS_PLAIN)
+    return out
+
+
+def _make_ready(plan, loss_kind, update, nesterov, aside=None):
+    """Compile (or load) every kernel a step of this loss and update reaches on
+    this plan.  With ``aside``, the block of a step this process has not
+    compiled or loaded (``step_aside``): the leaves neither here nor in the
+    cache are offered to its helper, which compiles them from the first
+    (``Aside.share``), while this process compiles the step, then the leaves
+    from the last, loading those the helper has cached by then."""
+    dtype = plan.dtype
+    leaves = [leaf for leaf in _leaves(plan, loss_kind, update, nesterov) if not LEAVES.has(dtype, *leaf)]
+    if aside is None:
+        for leaf in leaves:
+            LEAVES.need(dtype, *leaf)
+        return
+    kernels = [LEAVES.kernel(dtype, *leaf) for leaf in leaves]
+    aside.share([entry for entry in kernels if not have(*entry)])  # the helper stops at one it has
+    for kernel, args in aside.kernels:
+        kernel.compile(args)
+    for leaf in reversed(leaves):
+        LEAVES.need(dtype, *leaf)
+    aside.finish()

@@ -12,10 +12,11 @@ where the others load it from.
 compiles (or loads) signatures PART, PART + PARTS, ... of DTYPES
 (comma-separated float32, float64);
 
-    python -m fastnet.kernels.numba.warm --only DTYPE NAME [NAME ...]
+    python -m fastnet.kernels.numba.warm --leaves DTYPE
 
-the kernels of DTYPE's signatures named NAME (a kernel's ``__name__``), for
-``aside.Aside``.
+for ``aside.Aside``: sets up numba's compiler, then compiles the leaves
+(``fused.LEAVES``) named on one line of stdin, in that order, until one is
+compiled or cached already (``compile_until_met``).
 """
 
 import sys
@@ -23,14 +24,18 @@ import sys
 import numpy as np
 from numba import types
 
-from . import apply, dense, epoch, fused, losses, optimizers
+from . import apply, aside, dense, epoch, fused, losses, optimizers
+
+
+def _nb(dtype):
+    return types.float32 if np.dtype(dtype) == np.float32 else types.float64
 
 
 def signatures(dtype):
     """(kernel, argument types) of every kernel the training paths call with
     arrays of ``dtype``: the fused step's kernels (``fused.LEAVES``, as it calls
     them) and the step itself, then the rest of the layered path's."""
-    dt = types.float32 if np.dtype(dtype) == np.float32 else types.float64
+    dt = _nb(dtype)
     m, f64, i64 = types.Array(dt, 2, "C"), types.float64, types.int64
     out = [(kernel, signature(dt).args)
            for kernels, signature in fused.LEAVES.entries for kernel in kernels]
@@ -62,17 +67,32 @@ def compile_share(dtypes, part, parts):
         kernel.compile(args)
 
 
-def compile_named(dtype, names):
-    """Compile (or load from the cache) the kernels of ``signatures(dtype)`` named ``names``."""
-    names = set(names)
-    for kernel, args in signatures(dtype):
-        if kernel.__name__ in names:
-            kernel.compile(args)
+def compile_until_met(dtype, names):
+    """Compile (or load) the leaves of ``fused.LEAVES`` named ``names``, for
+    ``dtype``, in this order, and stop at the first that this process has or
+    the cache holds: the process that shared them (``aside.Aside.share``)
+    takes them from the other end, and has reached this one."""
+    leaves = {kernel.__name__: (kernel, signature(_nb(dtype)).args)
+              for kernels, signature in fused.LEAVES.entries for kernel in kernels}
+    for name in names:
+        kernel, args = leaves[name]
+        if aside.have(kernel, args):
+            return
+        kernel.compile(args)
+
+
+def set_up_compiler():
+    """numba's own set-up, done at a process's first compile (about 0.5 s on
+    Zen 3): a helper does it while the process it helps checks its batch."""
+    from numba import njit
+
+    njit(lambda a: a + 1)(1)
 
 
 def main(argv):
-    if argv[:1] == ["--only"]:
-        compile_named(argv[1], argv[2:])
+    if argv[:1] == ["--leaves"]:
+        set_up_compiler()
+        compile_until_met(argv[1], sys.stdin.readline().split())  # one line; none if the pipe is closed
         return
     dtypes, part, parts = argv
     compile_share(dtypes.split(","), int(part), int(parts))
