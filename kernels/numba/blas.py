@@ -158,7 +158,7 @@ def _axpy(fn, wide, alpha, x, y):
         _axpy32(fn, np.intp(y.size), alpha, x, y)
 
 
-@jit(inline="always")
+@jit
 def _matmul(fn, wide, alpha, a, trans_a, b, trans_b, beta, c):
     """c = alpha op(a) @ op(b) + beta c, by BLAS (op: transposed when its flag is
     set); a, b, c C-contiguous 2-D arrays of one dtype, c not overlapping a or b,
