@@ -14,7 +14,8 @@ def plan(network, batch, comm=None, keep_grads=False):
     * ``"fused"``: one compiled call for the whole step, at any batch size:
       the numba backend, an ``SGD`` (any momentum, Nesterov, weight decay) or
       ``Adam`` optimizer, and built-in activations.  Up to ``FUSED_MAX_BATCH``
-      rows (20, Adam ``FUSED_MAX_BATCH_ADAM``, 40; 8 when a layer's weights take 1 MiB or more;
+      rows (20; Adam ``FUSED_MAX_BATCH_ADAM``, 40, but 20 on Zen 4; 8 when a
+      layer's weights take 1 MiB or more;
       ``fastnet.kernels.numba.tuning``) its products are the compiled register
       tiles and loops; past that BLAS's, called from the compiled step.
     * ``"layered"``: layer by layer, gradients first, then the optimizer.

@@ -15,7 +15,7 @@ together whichever part is larger, and nothing this process needs waits on
 the helper: it compiles whatever the helper has not cached.  A step opens
 one block before its checks of its batch (``fastnet.training.compiling_ahead``)
 and one around its kernels (``fused.ready``): in a cold process the helper
-starts with the step, and its own set-up (imports and numba's, 0.8 s on Zen 3)
+starts with the step, and its own set-up (imports and numba's, 0.8 s on Zen 4)
 runs beside the checks'.  ``fastnet.warmup`` starts its helpers with
 ``start_helper`` too.
 """

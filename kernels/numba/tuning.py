@@ -20,7 +20,7 @@ import math
 
 from fastnet.kernels import ELU, SIGMOID, SOFTPLUS, TANH
 
-from .cpu import WIDE_VECTORS
+from .cpu import WIDE_VECTORS, host_cpu_name
 
 
 def loops_up_to(table, w_bytes):
@@ -116,7 +116,15 @@ FUSED_BIG_WEIGHTS = 1 << 20
 #: update is BLAS's ``?axpy``: 1.09x at 16, 0.98x at 20 on 784-256-256-10, 0.92x
 #: at 16 on 512-384-128-20; plain SGD 1.05x at 24, 0.93x at 32: both keep
 #: FUSED_MAX_BATCH.)
-FUSED_MAX_BATCH_ADAM = 40
+#: On ``ADAM_BY_BLAS_CPUS`` (AMD Zen 4) BLAS is the faster from 21 rows, as for
+#: plain SGD, so Adam there keeps FUSED_MAX_BATCH: by BLAS against by the tiles,
+#: side by side (``fastnet.timing.compare``, the MLPs of ``jit_vs_numpy.py``),
+#: 784-256-256-10 0.92x at B = 16, 1.04x at 20, 1.10-1.13x at 21-24, 1.24-1.39x at
+#: 32, 1.30-1.33x at 40; 512-384-128-20 0.96x, 1.02x, 1.15-1.24x, 1.24-1.43x,
+#: 1.30-1.38x; 100-256-128-5 0.92x, 0.99x, 0.98-1.04x, 1.02-1.05x, 1.04-1.05x
+#: (two runs).
+ADAM_BY_BLAS_CPUS = ("znver4",)
+FUSED_MAX_BATCH_ADAM = FUSED_MAX_BATCH if host_cpu_name() in ADAM_BY_BLAS_CPUS else 40
 
 
 def fused_by_blas(batch, w_bytes, adam=False):

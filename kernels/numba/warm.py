@@ -83,7 +83,7 @@ def compile_until_met(dtype, names):
 
 def set_up_compiler():
     """numba's own set-up, done at a process's first compile (about 0.5 s on
-    Zen 3): a helper does it while the process it helps checks its batch."""
+    Zen 4): a helper does it while the process it helps checks its batch."""
     from numba import njit
 
     njit(lambda a: a + 1)(1)
