@@ -109,9 +109,9 @@ def _shared_case(cache, run=STEP, **kwargs):
 
 @two_cores
 @pytest.mark.parametrize("optimizer, run, step, warm_too", [
-    ("fn.SGD(0.1)", STEP, "compiled_step_sgd", True),
-    ("fn.Adam(0.01)", STEP, "compiled_step_adam", False),
-    ("fn.SGD(0.1, momentum=0.9)", FIT, "compiled_step_sgd", False),
+    ("fn.SGD(0.1)", STEP, "compiled_step_sgd_tiles", True),
+    ("fn.Adam(0.01)", STEP, "compiled_step_adam_tiles", False),
+    ("fn.SGD(0.1, momentum=0.9)", FIT, "compiled_step_sgd_tiles", False),
 ])
 def test_a_cold_first_step_shares_its_leaves_with_a_helper(tmp_path, optimizer, run, step, warm_too):
     aside, shared = _shared_case(tmp_path / "aside", run, optimizer=optimizer)
@@ -149,7 +149,7 @@ def test_the_helper_takes_the_leaves_from_the_first_and_this_process_from_the_la
     out, shared = _shared_case(tmp_path / "shared", start=SLOW_LEAVES)
     assert out["started"] == [HELPER] and len(shared) >= 6, shared
     assert shared[0] not in out["compiled"], out["compiled"]  # the helper's, loaded here
-    assert shared[-1] in out["compiled"] and "compiled_step_sgd" in out["compiled"], out["compiled"]
+    assert shared[-1] in out["compiled"] and "compiled_step_sgd_tiles" in out["compiled"], out["compiled"]
     assert out["helpers"] == [-9] and out["warnings"] == []  # killed where the two met
     assert out["weights"] == _case(tmp_path / "here", one_thread=True)["weights"]
 
@@ -161,7 +161,7 @@ def test_a_slow_helper_is_not_waited_for(tmp_path):
             "runpy.run_module('fastnet.kernels.numba.warm', run_name='__main__')")
     out, shared = _shared_case(tmp_path / "slow", start=slow)
     assert out["started"] == [HELPER] and out["helpers"] == [-9] and out["warnings"] == []
-    assert set(shared) <= set(out["compiled"]) and "compiled_step_sgd" in out["compiled"]
+    assert set(shared) <= set(out["compiled"]) and "compiled_step_sgd_tiles" in out["compiled"]
     assert out["weights"] == _case(tmp_path / "here", one_thread=True)["weights"]
 
 
@@ -172,7 +172,7 @@ def test_a_failed_helper_is_reported_and_its_leaves_compile_here(tmp_path):
     assert failed["started"] == [HELPER]
     assert len(failed["warnings"]) == 1
     assert "exit 3" in failed["warnings"][0] and "no compiler here" in failed["warnings"][0]
-    assert set(shared) <= set(failed["compiled"]) and "compiled_step_sgd" in failed["compiled"]
+    assert set(shared) <= set(failed["compiled"]) and "compiled_step_sgd_tiles" in failed["compiled"]
     assert failed["weights"] == _case(tmp_path / "here", one_thread=True)["weights"]
 
 

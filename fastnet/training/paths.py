@@ -34,13 +34,18 @@ def plan(network, batch, comm=None, keep_grads=False):
     custom = [i for i, la in enumerate(network.layers) if kernel_code(la.activation) is None]
     if custom:
         return "layered", f"layers[{custom[0]}]'s activation has no compiled kernel"
-    k = network.kernels
-    w_bytes = max(la.n_inputs * la.neurons_num for la in network.layers) * network.dtype.itemsize
-    if not k.tuning.fused_by_blas(batch, w_bytes, adam=type(opt) is Adam):
+    if not products_by_blas(network, batch):
         return "fused", f"one compiled call, products by the register tiles ({batch} rows)"
-    if k.blas.address(network.dtype):
+    if network.kernels.blas.address(network.dtype):
         return "fused", f"one compiled call, products by BLAS ({batch} rows)"
     return "layered", "no BLAS that compiled code can call (not NumPy's OpenBLAS) past the tiles' batches"
+
+
+def products_by_blas(network, batch):
+    """Whether a fused step of ``network`` (numba backend) on ``batch`` rows
+    multiplies by BLAS, not by the register tiles (``tuning.fused_by_blas``)."""
+    w_bytes = max(la.n_inputs * la.neurons_num for la in network.layers) * network.dtype.itemsize
+    return network.kernels.tuning.fused_by_blas(batch, w_bytes, adam=type(network.optimizer) is Adam)
 
 
 def execution_plan(network, batch, state=None):

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from fastnet.optimizers import Adam
-from fastnet.training.paths import execution_plan, plan
+from fastnet.training.paths import execution_plan, plan, products_by_blas
 from fastnet.training.state import made_state, refuse_update
 
 _NOTHING = contextlib.nullcontext()
@@ -31,7 +31,7 @@ def compiling_ahead(net, batch, keep_grads=False):
         if dtype not in (np.float32, np.float64) or plan(net, batch)[0] != "fused":
             return _NOTHING
         return fused.step_aside(dtype, fused.ADAM if type(net.optimizer) is Adam else 0,
-                                checks_first=True) or _NOTHING
+                                products_by_blas(net, batch), checks_first=True) or _NOTHING
     except Exception:
         return _NOTHING
 

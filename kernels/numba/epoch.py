@@ -17,7 +17,7 @@ from numba import types
 from .. import ACCURACIES
 from .cpu import Leaves, array_at, jit
 from .dense import copy_row
-from .fused import ADAM, N_OUT, STEPS, Y, check_adam, ready, sgd_update, step_signature
+from .fused import ADAM, N_OUT, STEPS, Y, check_adam, ready, sgd_update, step_code, step_signature
 
 __all__ = ["fused_adam_epoch", "fused_sgd_epoch"]
 
@@ -73,7 +73,7 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
             row = order[first + r]
             copy_row(X[row], xbuf[r])
             copy_row(T[row], tbuf[r])
-        loss = _step_call(step_fns, 0, 1 if update == ADAM else 0,
+        loss = _step_call(step_fns, 0, (2 if update == ADAM else 0) + (1 if gemm != 0 else 0),
                           (xbuf, tbuf, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
                            weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2,
                            eps, step + j, m_bounds))
@@ -140,7 +140,7 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
                          f"{accuracy_kind!r}")
     ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
-    STEP.need(dtype, 0, int(update == ADAM))
+    STEP.need(dtype, 0, step_code(update, plan.gemm[0] != 0))
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),
                                 totals, STEP.table(dtype), plan.fns, plan.table, plan.alphas, plan.scratch,
                                 plan.codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,

@@ -183,7 +183,7 @@ def grad_offset(table, i):
 
 def _make_step(code):
     # constants of the compiled function: the other variants' code is not compiled
-    adam, grads = code == 1, code == 2
+    adam, grads, by_blas = code // 2 == 1, code // 2 == 2, code % 2 == 1
 
     def compiled_step(x, t, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
                       weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2, eps,
@@ -195,9 +195,10 @@ def _make_step(code):
         caller has made sure that every kernel the step reaches is compiled.
         ``after``: room for the bounds after the step, (layers, 2) float64.
 
-        ``gemm``: 0 for products by the register tiles and compiled loops; else the
-        address of BLAS's ``?gemm`` (``blas.address``: ``wide``, its integers are 64
-        bits), which then takes every product, with the epilogues fused into one
+        ``gemm``: 0 for products by the register tiles and compiled loops (the
+        ``_tiles`` steps); else (the ``_blas`` steps) the address of BLAS's
+        ``?gemm`` (``blas.address``: ``wide``, its integers are 64 bits), which
+        then takes every product, with the epilogues fused into one
         pass each (bias and activation; activation gradient and bias gradient, into
         ``work``) and the update folded into the weight-gradient product where it
         can be: ``alpha = -lr / B``, ``beta = 1`` into w for plain SGD without weight
@@ -208,13 +209,13 @@ def _make_step(code):
         dw whole (in ``work``), then update from it (plain SGD with weight decay by
         ``?axpy`` too: ``dw += wd w``, ``w -= lr dw``).
 
-        ``STEPS[1]``, Adam (``update`` is ``ADAM``; ``momentum`` is its beta1;
+        The Adam steps (``update`` is ``ADAM``; ``momentum`` is its beta1;
         ``beta2``, ``eps``, ``step`` the rest of ``adam_step``'s arguments;
         ``m_bounds`` as in ``fastnet.kernels.numpy.fused_adam_step``): dw and db
         formed whole in ``work``, by BLAS or by the tiles' plain update of zeros
         with a step of -1.
 
-        ``STEPS[2]``, the gradients alone (``fused_gradients``): ``lr`` times dw
+        The gradients' steps, the gradients alone (``fused_gradients``): ``lr`` times dw
         and db written into ``work``, the flat gradient buffer, in parameter
         order; no bound, no update."""
         T = x.dtype.type
@@ -222,7 +223,6 @@ def _make_step(code):
         one, zero, inv = T(1), T(0), T(1) / T(x.shape[0])
         n_layers, batch = table.shape[0], x.shape[0]
         n4 = batch // 4 * 4
-        by_blas = gemm != 0
         y = x
         for i in range(n_layers):
             n_in, n_out = table[i, N_IN], table[i, N_OUT]
@@ -340,15 +340,18 @@ def _make_step(code):
     return compiled_step
 
 
-#: The fused step, by optimizer: ``STEPS[0]`` SGD, ``STEPS[1]`` Adam, ``STEPS[2]`` the gradients
-#: alone (one source: each compiles only its own code; Adam's cost 0.2-0.5 s of each cold start).
-STEPS = by_code(_make_step, ("sgd", "adam", "gradients"), jit)
-GRADS = len(LEAVES.entries)  # ``update`` for STEPS[2] (not a leaf's index)
+#: The fused step, by optimizer and by where its products go (``step_code``): SGD, Adam, the
+#: gradients alone, each by the register tiles (``gemm`` 0) and by BLAS.  One source: each
+#: compiles only its own code (Adam's cost 0.2-0.5 s of each cold start; the tiles' alone, the SGD
+#: step compiles in 1.4 s, by BLAS in 1.8 s, both in 1.9 s; cold, Zen 4).
+STEPS = by_code(_make_step, ("sgd_tiles", "sgd_blas", "adam_tiles", "adam_blas", "gradients_tiles",
+                             "gradients_blas"), jit)
+GRADS = len(LEAVES.entries)  # ``update`` for the gradients' steps (not a leaf's index)
 
 
-def step_code(update):
-    """Which of ``STEPS`` takes this ``update``."""
-    return 1 if update == ADAM else 2 if update == GRADS else 0
+def step_code(update, by_blas):
+    """Which of ``STEPS`` takes this ``update``, with products by BLAS or not."""
+    return 2 * (1 if update == ADAM else 2 if update == GRADS else 0) + (1 if by_blas else 0)
 
 
 @functools.cache
@@ -358,16 +361,16 @@ def _step_kernel(dtype, code):
     return [(STEPS[code], step_signature(dt).args)]
 
 
-def step_aside(dtype, update, checks_first=False):
-    """The ``Aside`` of the fused step for ``update`` (its ``STEPS``) and arrays
-    of ``dtype`` (a ``numpy.dtype``), or None when this process has the step
-    already.  ``ready`` opens one; a caller opens one of its own before
+def step_aside(dtype, update, by_blas, checks_first=False):
+    """The ``Aside`` of the fused step for ``update`` and ``by_blas`` (its
+    ``STEPS``) and arrays of ``dtype`` (a ``numpy.dtype``), or None when this
+    process has the step already.  ``ready`` opens one; a caller opens one of its own before
     compiles that come first (``fastnet.training.steps.compiling_ahead``),
     with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
     cold process: the helper starts at once)."""
     if DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles
         return None
-    [(kernel, args)] = entry = _step_kernel(dtype, step_code(update))
+    [(kernel, args)] = entry = _step_kernel(dtype, step_code(update, by_blas))
     if args in kernel.overloads:  # 17 us (a tuple of 25 numba types hashed): not on a step's hot path
         return None
     return Aside(dtype, entry, [(max_abs, (args[0],))] if checks_first else ())  # args[0]: x, a matrix
@@ -561,7 +564,7 @@ def ready(plan, loss_kind, update, nesterov, bounds):
     ready (``_make_ready``): compiled, or loaded from the cache."""
     check_bounds(plan, bounds)
     if (loss_kind, update, nesterov) not in plan.ready:
-        with step_aside(plan.dtype, update) or contextlib.nullcontext() as aside:
+        with step_aside(plan.dtype, update, plan.gemm[0] != 0) or contextlib.nullcontext() as aside:
             _make_ready(plan, loss_kind, update, nesterov, aside)
         plan.ready.add((loss_kind, update, nesterov))
 
@@ -575,7 +578,7 @@ def _run(x, t, plan, loss_kind, update, lr, momentum, weight_decay, nesterov, bo
     ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
     try:
-        return STEPS[step_code(update)](
+        return STEPS[step_code(update, plan.gemm[0] != 0)](
             x, t, plan.fns, plan.table, plan.alphas, plan.scratch, plan.codes, loss_kind, update, lr,
             momentum, weight_decay, nesterov, bounds, after, *plan.limits, *plan.gemm,
             plan.work if work is None else work, float(x_max), beta2, eps, step, m_bounds)
