@@ -194,6 +194,7 @@ FIRST_RESULT_CASES = {
     "fused-64": _step_case(64, "fn.SGD(1e-3)", "fused"),
     "fused-64-momentum": _step_case(64, "fn.SGD(1e-3, momentum=0.9)", "fused"),
     "fused-64-adam": _step_case(64, "fn.Adam(1e-3)", "fused"),
+    "fused-32-adam": _step_case(32, "fn.Adam(1e-3)", "fused"),
     "predict": """
 import fastnet as fn
 net, (x, _) = mlp(fn.SGD(1e-3)), data(1000)

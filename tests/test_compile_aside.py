@@ -345,3 +345,16 @@ def test_the_helper_compiles_shared_leaves_until_it_meets_a_cached_one(monkeypat
     monkeypatch.setattr(aside, "have", lambda kernel, args: kernel.__name__ == "two")
     warm.compile_until_met("float32", ["four", "three", "two", "one"])
     assert done == ["four", "three"]
+
+
+def test_a_helper_imports_this_fastnet_whatever_the_working_directory_holds(tmp_path, monkeypatch):
+    # ``python -m`` would put the working directory first: a checkout of another
+    # version there would be the fastnet the helper ran
+    from fastnet.kernels.numba import aside
+
+    (tmp_path / "fastnet").mkdir()
+    (tmp_path / "fastnet" / "__init__.py").write_text("raise SystemExit('the wrong fastnet')\n")
+    monkeypatch.chdir(tmp_path)
+    helper = aside.start_helper(["--leaves", "float32"])
+    _, err = helper.communicate(input=b"\n", timeout=300)  # no leaves: it sets up and ends
+    assert helper.returncode == 0, err.decode()[-2000:]

@@ -32,7 +32,7 @@ from . import cpu
 
 
 def start_helper(argv):
-    """``python -m fastnet.kernels.numba.warm *argv`` in a new process (a
+    """``python -m fastnet.kernels.numba.warm *argv``, in effect, in a new process (a
     ``subprocess.Popen``, stderr piped, stdout discarded; stdin piped for
     ``--leaves``), importing this fastnet wherever it was imported from.
     OSError if it cannot start."""
@@ -41,7 +41,11 @@ def start_helper(argv):
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastnet.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     argv = [str(a) for a in argv]
-    return subprocess.Popen([sys.executable, "-m", "fastnet.kernels.numba.warm", *argv], env=env,
+    # not ``-m``: that puts the working directory first, and a ``fastnet`` there (a
+    # checkout of another version) would be the one imported
+    run = (f"import runpy, sys; sys.path.insert(0, {root!r}); "
+           "runpy.run_module('fastnet.kernels.numba.warm', run_name='__main__', alter_sys=True)")
+    return subprocess.Popen([sys.executable, "-c", run, *argv], env=env,
                             stdin=subprocess.PIPE if argv[:1] == ["--leaves"] else None,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
