@@ -12,6 +12,7 @@ process (and its range), and the medians of both.  One timing job at a time.
 """
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -55,6 +56,9 @@ def main(argv=None):
     parser.add_argument("--pairs", type=int, default=4)
     args = parser.parse_args(argv)
     root, sha = baseline_tree(args.baseline)
+    # the processes start in a folder with no fastnet of its own: before b8b5f51 a helper
+    # imported the fastnet of its working directory first (this checkout, for a baseline)
+    os.chdir(tempfile.gettempdir())
     print(f"baseline {args.baseline} ({sha}) from {REPO}; {environment()['cpu']}")
     unknown = [case for case in args.cases.split(",") if case not in FIRST_RESULT_CASES]
     if unknown:
