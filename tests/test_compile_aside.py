@@ -5,8 +5,9 @@ lacks the step and a core is spare, in a cold process before the step's
 checks compile anything; the leaves it cached loaded here; killed when this
 process has what it needs, when the first step fails (its batch refused
 included) or when it is slow; a failed one reported, its leaves compiled
-here.  The blocks' own rules (a block inside another of the same kernels, a
-cold process) are tested in this process at the end, with no helper started.
+here.  The blocks' own rules (a block inside another of the same dtype, a
+cold process) are tested in this process at the end, with no helper started,
+and last, that a helper imports this fastnet whatever the working folder holds.
 
 Each case runs in a new process with an empty ``NUMBA_CACHE_DIR`` of its own
 (cold, as a user's first step is), records the kernels that process compiled
@@ -78,6 +79,9 @@ print(json.dumps({{"compiled": compiled, "started": started, "at_start": at_star
 """
 STEP = "net.train_step(x[:5], y[:5]); net.train_step(x[5:10], y[5:10])"
 FIT = "net.fit(x, y, epochs=2, batch_size=8, shuffle=False, progress=False)"
+BY_BLAS = "net.train_step(x[:32], y[:32])"  # past the tiles' 20 rows: the step by BLAS
+# fewer rows than the batch size: fit's block guesses the step by BLAS, and the step takes the tiles
+SHORT_FIT = "net.fit(x[:16], y[:16], epochs=1, batch_size=32, shuffle=False, progress=False)"
 HELPER = ["--leaves", "float32"]
 # the names of the leaves offered to the helper, appended to ``compiled`` after the run
 SHARED = """
@@ -112,10 +116,12 @@ def _shared_case(cache, run=STEP, **kwargs):
     ("fn.SGD(0.1)", STEP, "compiled_step_sgd_tiles", True),
     ("fn.Adam(0.01)", STEP, "compiled_step_adam_tiles", False),
     ("fn.SGD(0.1, momentum=0.9)", FIT, "compiled_step_sgd_tiles", False),
+    ("fn.SGD(0.1)", BY_BLAS, "compiled_step_sgd_blas", False),
+    ("fn.SGD(0.1)", SHORT_FIT, "compiled_step_sgd_tiles", False),
 ])
 def test_a_cold_first_step_shares_its_leaves_with_a_helper(tmp_path, optimizer, run, step, warm_too):
     aside, shared = _shared_case(tmp_path / "aside", run, optimizer=optimizer)
-    assert aside["started"] == [HELPER]
+    assert aside["started"] == [HELPER]  # one helper, whichever step the first block guessed
     # started as the step began (training.compiling_ahead), before its checks compiled anything
     assert aside["at_start"] == [0], aside["compiled"]
     # done (0), or killed once this process had every leaf (-9); nothing failed
@@ -150,7 +156,8 @@ def test_the_helper_takes_the_leaves_from_the_first_and_this_process_from_the_la
     assert out["started"] == [HELPER] and len(shared) >= 6, shared
     assert shared[0] not in out["compiled"], out["compiled"]  # the helper's, loaded here
     assert shared[-1] in out["compiled"] and "compiled_step_sgd_tiles" in out["compiled"], out["compiled"]
-    assert out["helpers"] == [-9] and out["warnings"] == []  # killed where the two met
+    # killed where the two met (or ended just before, finding this process's leaf cached)
+    assert out["helpers"] in ([-9], [0]) and out["warnings"] == []
     assert out["weights"] == _case(tmp_path / "here", one_thread=True)["weights"]
 
 
@@ -318,13 +325,14 @@ def test_finish_reports_a_helper_that_failed_and_not_one_that_finished(blocks):
     assert helpers[1].done == ["reaped"]
 
 
-def test_blocks_of_other_kernels_or_dtypes_each_start_their_own(blocks):
+def test_blocks_of_other_dtypes_start_their_own_and_of_other_kernels_share_one(blocks):
     Aside, helpers, cached = blocks
     with Aside("float32", [(STEP_K, ())], cold=[(CHECK_K, ())]):
         with Aside("float64", [(STEP_K, ())], cold=[(CHECK_K, ())]), \
-                Aside("float32", [(_Kernel("other"), ())], cold=[(CHECK_K, ())]):
-            pass
-    assert sorted(h.argv[1] for h in helpers) == ["float32", "float32", "float64"]
+                Aside("float32", [(_Kernel("other"), ())], cold=[(CHECK_K, ())]) as other:
+            other.share([(LEAF_A, ())])  # another step of the same dtype: the outer block's helper
+        assert sorted(h.argv[1] for h in helpers) == ["float32", "float64"]
+        assert [h.stdin.written for h in helpers if h.argv[1] == "float32"] == [b"leaf_a\n"]
     assert all(h.done == ["killed", "reaped"] for h in helpers)
 
 

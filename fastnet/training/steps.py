@@ -17,7 +17,7 @@ _NOTHING = contextlib.nullcontext()
 def compiling_ahead(net, batch, keep_grads=False):
     """The block a ``train_step`` or ``fit`` of ``net`` on batches of ``batch``
     rows runs in.  Before this process's first fused step of the network's
-    dtype and optimizer (its kernel not yet compiled or loaded here), the
+    dtype, optimizer and product path (its kernel not yet compiled or loaded here), the
     fused step's ``Aside`` (``fastnet.kernels.numba.fused.step_aside``): in a
     cold process, the helper process that will compile the step's leaves then
     starts, and sets itself up, while the step's own checks of its state and

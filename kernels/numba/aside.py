@@ -5,8 +5,8 @@ numba compiles one kernel at a time in a process (it holds a lock for the
 whole compile), so the kernels a first step needs compile one after another:
 the step itself (1.4-2 s for the SGD step, cold), and its leaves (about 0.2 s
 each: 7 at B = 64 by BLAS, 11 at B = 16 by the register tiles).  With a
-second core, ``Aside`` starts a helper process, ``python -m
-fastnet.kernels.numba.warm --leaves``, which sets up numba's compiler while
+second core, ``Aside`` starts a helper process, ``fastnet.kernels.numba.warm
+--leaves DTYPE`` (``start_helper``), which sets up numba's compiler while
 this process checks its batch, then takes the leaves this process offers
 (``Aside.share``), from the first, while this process compiles the step and
 then the leaves from the last; where they meet, the rest are the helper's,
@@ -92,11 +92,13 @@ class Aside:
     failed changes nothing but the time taken (a failure is reported as a
     RuntimeWarning).
 
-    Inside a block of an ``Aside`` of the same dtype and kernels (in this
-    thread), the inner one starts nothing: ``share`` and ``finish`` in either
+    Inside a block of an ``Aside`` of the same dtype (in this thread), the
+    inner one starts no helper of its own: ``share`` and ``finish`` in either
     act on the outer block's helper, which leaving the inner block ends too.
     So a caller can open the block before the compiles of its checks while
-    the code that compiles the kernels opens its own.
+    the code that compiles the kernels opens its own, even when the caller
+    guessed another step (``fit`` on fewer rows than its batch size: the
+    helper's leaves do not depend on the step).
     """
 
     def __init__(self, dtype, kernels, cold=()):
@@ -105,14 +107,14 @@ class Aside:
 
     def __enter__(self):
         stack = _open_asides()
-        self._outer = next((a for a in stack if (a.dtype, a.kernels) == (self.dtype, self.kernels)), None)
+        self._outer = next((a for a in stack if a.dtype == self.dtype), None)
         stack.append(self)
         if self._outer is None and self.cold and not any(have(*entry) for entry in self.cold):
-            self._start()
+            self._start(self.kernels)
         return self
 
-    def _start(self):
-        if self.helper is None and not cpu.DISABLED and not all(have(*entry) for entry in self.kernels) \
+    def _start(self, kernels):
+        if self.helper is None and not cpu.DISABLED and not all(have(*entry) for entry in kernels) \
                 and spare_core():
             try:
                 self.helper = start_helper(["--leaves", self.dtype])
@@ -125,18 +127,20 @@ class Aside:
     def share(self, leaves):
         """Offer the helper ``leaves`` ((kernel, argument types) pairs of
         ``fused.LEAVES``, as ``warm.signatures`` has them) in the order it
-        should take them; this process takes them from the other end, and
-        where it finds one in the cache, the helper has cached the rest.
+        should take them; this process takes them from the other end,
+        loading from the cache those the helper has compiled.
         Starts the helper, when none has started, if the cache lacks one of
         them.  Once per helper; nothing happens without one."""
         owner = self._owner()
         if owner._told:
             return
         if owner.helper is None and not all(have(*entry) for entry in leaves):
-            owner._start()
+            owner._start(self.kernels)
         if owner.helper is None:
             return
         owner._told = True
+        if owner.helper.poll() is not None:  # ended already: ``finish`` says how
+            return
         try:  # one line: the helper reads one
             owner.helper.stdin.write((" ".join(kernel.__name__ for kernel, _ in leaves) + "\n").encode())
             owner.helper.stdin.flush()
@@ -146,8 +150,10 @@ class Aside:
     def finish(self, stacklevel=2):
         """End the helper: this process needs nothing more of it.  A helper
         still running is killed (it may be compiling a leaf this process has
-        compiled too); one that failed is reported (RuntimeWarning, at
-        ``stacklevel``)."""
+        compiled too; killed as numba saves it, the cache may keep a temporary
+        file or an entry without its code, which the next process to need
+        that leaf compiles again); one that failed is reported
+        (RuntimeWarning, at ``stacklevel``)."""
         owner = self._owner()
         helper, owner.helper = owner.helper, None
         if helper is None:

@@ -11,8 +11,8 @@ every length of a tuple argument, so a network of a new depth would have cost
 a new compile (3.3 s on Emerald Rapids), and typing the tuples cost 2.6-3.4 us
 of every call.  One signature per dtype serves every depth.
 
-Past ``tuning.fused_by_blas``'s batch sizes the same step takes BLAS's
-products instead of the tiles' (``blas``: NumPy's OpenBLAS, called from the
+Past ``tuning.fused_by_blas``'s batch sizes the step (its ``_blas`` kernel,
+of the same source) takes BLAS's products instead of the tiles' (``blas``: NumPy's OpenBLAS, called from the
 compiled step by address), with one pass after each product: bias and
 activation after ``x @ w``, activation gradient and bias gradient before the
 weight-gradient product, and the update folded into that product where it
@@ -136,14 +136,11 @@ def step_signature(dt):
 
 
 @jit(inline="always")
-def _weight_grad(fns, gemm, wide, scale, x, g, dw, aliased, codes, scratch):
-    """dw = scale x.T @ g / B, whole: by BLAS (``gemm`` not 0), else by the tiles'
-    plain update of zeros with a step of -scale."""
-    T = dw.dtype.type
-    zero = T(0)
-    if gemm != 0:
-        matmul(gemm, wide, scale / T(x.shape[0]), x, True, g, False, zero, dw)
-        return
+def _weight_grad_tiles(fns, scale, x, g, dw, aliased, codes, scratch):
+    """dw = scale x.T @ g / B, whole, by the tiles' plain update of zeros with a
+    step of -scale (by BLAS, the steps call ``matmul``: a branch on the run-time
+    ``gemm`` here would compile BLAS's call into the tiles' steps too)."""
+    zero = dw.dtype.type(0)
     dw_flat = dw.reshape(-1)
     for j in range(dw_flat.size):
         dw_flat[j] = zero
@@ -263,7 +260,10 @@ def _make_step(code):
                 x_i = x if i == 0 else array_at(table[i - 1, Y], batch, n_in, x)
                 g, at = array_at(table[i, G], batch, n_out, x), grad_offset(table, i)
                 dw = work[at:at + n_in * n_out].reshape((n_in, n_out))
-                _weight_grad(fns, gemm, wide, lr_, x_i, g, dw, table[i, ALIASED], codes, scratch)
+                if by_blas:
+                    matmul(gemm, wide, lr_ / T(x_i.shape[0]), x_i, True, g, False, zero, dw)
+                else:
+                    _weight_grad_tiles(fns, lr_, x_i, g, dw, table[i, ALIASED], codes, scratch)
                 if lr_ != one:
                     db = work[at + n_in * n_out:at + n_in * n_out + n_out]
                     for j in range(n_out):
@@ -292,7 +292,10 @@ def _make_step(code):
             if adam:
                 db = work[table[i, DB]:table[i, DB] + n_out].reshape((1, n_out))
                 dw = work[dw_at:dw_at + n_in * n_out].reshape((n_in, n_out))
-                _weight_grad(fns, gemm, wide, one, x_i, g, dw, table[i, ALIASED], codes, scratch)
+                if by_blas:
+                    matmul(gemm, wide, one / T(x_i.shape[0]), x_i, True, g, False, zero, dw)
+                else:
+                    _weight_grad_tiles(fns, one, x_i, g, dw, table[i, ALIASED], codes, scratch)
                 mw, vw = array_at(table[i, MW], n_in, n_out, x), array_at(table[i, VW], n_in, n_out, x)
                 mb, vb = array_at(table[i, MB], _ONE, n_out, x), array_at(table[i, VB], _ONE, n_out, x)
                 _call(fns, ADAM, 0, (w, dw, mw, vw, lr, momentum, beta2, eps, weight_decay, step))
@@ -342,8 +345,8 @@ def _make_step(code):
 
 #: The fused step, by optimizer and by where its products go (``step_code``): SGD, Adam, the
 #: gradients alone, each by the register tiles (``gemm`` 0) and by BLAS.  One source: each
-#: compiles only its own code (Adam's cost 0.2-0.5 s of each cold start; the tiles' alone, the SGD
-#: step compiles in 1.4 s, by BLAS in 1.8 s, both in 1.9 s; cold, Zen 4).
+#: compiles only its own code (Adam's cost 0.2-0.5 s of each cold start; the SGD step by the tiles
+#: compiles in 1.0-1.2 s, by BLAS in 1.7 s, where one for both took 1.9 s; cold, Zen 4).
 STEPS = by_code(_make_step, ("sgd_tiles", "sgd_blas", "adam_tiles", "adam_blas", "gradients_tiles",
                              "gradients_blas"), jit)
 GRADS = len(LEAVES.entries)  # ``update`` for the gradients' steps (not a leaf's index)

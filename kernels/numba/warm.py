@@ -34,7 +34,7 @@ def _nb(dtype):
 def signatures(dtype):
     """(kernel, argument types) of every kernel the training paths call with
     arrays of ``dtype``: the fused step's kernels (``fused.LEAVES``, as it calls
-    them) and the step itself, then the rest of the layered path's."""
+    them) and the step's kernels (``fused.STEPS``), then the rest of the layered path's."""
     dt = _nb(dtype)
     m, f64, i64 = types.Array(dt, 2, "C"), types.float64, types.int64
     out = [(kernel, signature(dt).args)
