@@ -17,13 +17,13 @@ _NOTHING = contextlib.nullcontext()
 def compiling_ahead(net, batch, keep_grads=False):
     """The block a ``train_step`` or ``fit`` of ``net`` on batches of ``batch``
     rows runs in.  Before this process's first fused step of the network's
-    dtype, optimizer and product path (its kernel not yet compiled or loaded here), the
-    fused step's ``Aside`` (``fastnet.kernels.numba.fused.step_aside``): in a
-    cold process, the helper process that will compile the step's leaves then
-    starts, and sets itself up, while the step's own checks of its state and
-    batch compile (``max_abs``, ``check_and_one_hot``).  Otherwise, and when ``batch`` is not a positive int
-    or the network's state is broken (the checks to come will say so), a
-    block that does nothing; it raises nothing."""
+    dtype, optimizer and product path (its kernel not yet compiled or loaded
+    here), the fused step's ``Aside`` (``fastnet.kernels.numba.fused.step_aside``):
+    in a cold process, the helper process that will compile the step's leaves
+    then starts, and sets itself up, while the step's own checks of its state
+    and batch compile (``max_abs``, ``check_and_one_hot``).  Otherwise, and
+    when ``batch`` is not a positive int or the network's state is broken (the
+    checks to come will say so), a block that does nothing; it raises nothing."""
     if keep_grads or net.backend != "numba" or not isinstance(batch, numbers.Integral) or batch < 1:
         return _NOTHING
     try:  # the state is not checked yet: what is wrong with it is left to the checks, which name it

@@ -258,12 +258,13 @@ class Leaves:
             self._tables[dtype] = np.zeros(self.offsets[-1], np.int64)
         return self._tables[dtype]
 
+    def _signature(self, dtype, entry):
+        return self.entries[entry][1](types.float32 if np.dtype(dtype) == np.float32 else types.float64)
+
     def kernel(self, dtype, entry, code=0):
         """(kernel, argument types): kernel ``code`` of ``entry`` and what ``need``
         compiles it for, for arrays of ``dtype``."""
-        kernels, signature = self.entries[entry]
-        nb = types.float32 if np.dtype(dtype) == np.float32 else types.float64
-        return kernels[code], signature(nb).args
+        return self.entries[entry][0][code], self._signature(dtype, entry).args
 
     def has(self, dtype, entry, code=0):
         """Whether ``need`` has made kernel ``code`` of ``entry`` ready for ``dtype``."""
@@ -275,9 +276,7 @@ class Leaves:
         if DISABLED:
             fns[slot] = 1  # nothing to compile: ``call`` runs the Python function
         elif fns[slot] == 0:
-            kernels, signature = self.entries[entry]
-            nb = types.float32 if np.dtype(dtype) == np.float32 else types.float64
-            fns[slot] = _address(kernels[code], signature(nb))
+            fns[slot] = _address(self.entries[entry][0][code], self._signature(dtype, entry))
 
     def _python_call(self, fns, entry, code, args):
         return self.entries[entry][0][code](*args)

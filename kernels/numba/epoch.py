@@ -28,7 +28,7 @@ def epoch_args(dt):
     """``compiled_epoch``'s argument types for arrays of ``dt`` (a numba float type), as ``_run`` calls it."""
     m, i64 = types.Array(dt, 2, "C"), types.int64
     return (m, m, types.Array(i64, 1, "C"), i64, i64, m, m, i64, types.Array(types.float64, 1, "C"),
-            types.Array(i64, 1, "C"), *step_signature(dt).args[2:])
+            types.Array(i64, 1, "C"), i64, *step_signature(dt).args[2:])
 _step_call = STEP.call
 
 
@@ -59,12 +59,13 @@ def _correct(kind, out, t):
 
 
 @jit
-def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, totals, step_fns, fns, table,
-                   alphas, scratch, codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,
-                   after, big, limit, gemm, wide, work, x_max, beta2, eps, step, m_bounds):
-    """The loop of ``fused_sgd_epoch`` and ``fused_adam_epoch``: the arguments
-    after ``step_fns`` (``STEP.table(dtype)``) are the fused step's (``fused.STEPS``),
-    but x and t."""
+def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, totals, step_fns,
+                   step_kernel, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
+                   weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2, eps,
+                   step, m_bounds):
+    """The loop of ``fused_sgd_epoch`` and ``fused_adam_epoch``: it calls
+    ``fused.STEPS[step_kernel]`` through ``step_fns`` (``STEP.table(dtype)``),
+    and the arguments after those two are that step's, but x and t."""
     batch, n_layers = xbuf.shape[0], table.shape[0]
     out = array_at(table[n_layers - 1, Y], batch, table[n_layers - 1, N_OUT], xbuf)
     for j in range(n_steps):
@@ -73,7 +74,7 @@ def compiled_epoch(X, T, order, start, n_steps, xbuf, tbuf, accuracy_kind, total
             row = order[first + r]
             copy_row(X[row], xbuf[r])
             copy_row(T[row], tbuf[r])
-        loss = _step_call(step_fns, 0, (2 if update == ADAM else 0) + (1 if gemm != 0 else 0),
+        loss = _step_call(step_fns, 0, step_kernel,
                           (xbuf, tbuf, fns, table, alphas, scratch, codes, loss_kind, update, lr, momentum,
                            weight_decay, nesterov, bounds, after, big, limit, gemm, wide, work, x_max, beta2,
                            eps, step + j, m_bounds))
@@ -140,10 +141,11 @@ def _run(X, T, order, start, n_steps, xbuf, tbuf, plan, loss_kind, accuracy_kind
                          f"{accuracy_kind!r}")
     ready(plan, loss_kind, update, nesterov, bounds)
     after = plan.after
-    STEP.need(dtype, 0, step_code(update, plan.gemm[0] != 0))
+    kernel = step_code(update, plan.gemm[0] != 0)
+    STEP.need(dtype, 0, kernel)
     done, code = compiled_epoch(X, T, order, int(start), int(n_steps), xbuf, tbuf, int(accuracy_kind),
-                                totals, STEP.table(dtype), plan.fns, plan.table, plan.alphas, plan.scratch,
-                                plan.codes, loss_kind, update, lr, momentum, weight_decay, nesterov, bounds,
-                                after, *plan.limits, *plan.gemm, plan.work, float(x_max), beta2, eps, step,
-                                m_bounds)
+                                totals, STEP.table(dtype), kernel, plan.fns, plan.table, plan.alphas,
+                                plan.scratch, plan.codes, loss_kind, update, lr, momentum, weight_decay,
+                                nesterov, bounds, after, *plan.limits, *plan.gemm, plan.work, float(x_max),
+                                beta2, eps, step, m_bounds)
     return int(done), float(code)
