@@ -12,8 +12,9 @@ a new compile (3.3 s on Emerald Rapids), and typing the tuples cost 2.6-3.4 us
 of every call.  One signature per dtype serves every depth.
 
 Past ``tuning.fused_by_blas``'s batch sizes the step (its ``_blas`` kernel,
-of the same source) takes BLAS's products instead of the tiles' (``blas``: NumPy's OpenBLAS, called from the
-compiled step by address), with one pass after each product: bias and
+of the same source) takes BLAS's products instead of the tiles' (``blas``:
+NumPy's OpenBLAS, called from the compiled step by address), with one pass
+after each product: bias and
 activation after ``x @ w``, activation gradient and bias gradient before the
 weight-gradient product, and the update folded into that product where it
 can be (``STEPS``).  Against the layered path it replaced (each
@@ -367,8 +368,8 @@ def _step_kernel(dtype, code):
 def step_aside(dtype, update, by_blas, checks_first=False):
     """The ``Aside`` of the fused step for ``update`` and ``by_blas`` (its
     ``STEPS``) and arrays of ``dtype`` (a ``numpy.dtype``), or None when this
-    process has the step already.  ``ready`` opens one; a caller opens one of its own before
-    compiles that come first (``fastnet.training.steps.compiling_ahead``),
+    process has the step already.  ``ready`` opens one; a caller opens one of
+    its own before compiles that come first (``fastnet.training.steps.compiling_ahead``),
     with ``checks_first`` when those begin with ``max_abs`` of a matrix (a
     cold process: the helper starts at once)."""
     if DISABLED:  # NUMBA_DISABLE_JIT: nothing compiles

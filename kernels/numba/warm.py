@@ -31,14 +31,19 @@ def _nb(dtype):
     return types.float32 if np.dtype(dtype) == np.float32 else types.float64
 
 
+def _leaf_signatures(dtype):
+    """(kernel, argument types) of each of ``fused.LEAVES``, as the step calls them."""
+    return [(kernel, signature(_nb(dtype)).args) for kernels, signature in fused.LEAVES.entries
+            for kernel in kernels]
+
+
 def signatures(dtype):
     """(kernel, argument types) of every kernel the training paths call with
     arrays of ``dtype``: the fused step's kernels (``fused.LEAVES``, as it calls
     them) and the step's kernels (``fused.STEPS``), then the rest of the layered path's."""
     dt = _nb(dtype)
     m, f64, i64 = types.Array(dt, 2, "C"), types.float64, types.int64
-    out = [(kernel, signature(dt).args)
-           for kernels, signature in fused.LEAVES.entries for kernel in kernels]
+    out = _leaf_signatures(dtype)
     out += [
         *((step, fused.step_signature(dt).args) for step in fused.STEPS),
         (epoch.compiled_epoch, epoch.epoch_args(dt)),
@@ -72,8 +77,7 @@ def compile_until_met(dtype, names):
     ``dtype``, in this order, and stop at the first that this process has or
     the cache holds: the process that shared them (``aside.Aside.share``)
     takes them from the other end, and has reached this one."""
-    leaves = {kernel.__name__: (kernel, signature(_nb(dtype)).args)
-              for kernels, signature in fused.LEAVES.entries for kernel in kernels}
+    leaves = {kernel.__name__: (kernel, args) for kernel, args in _leaf_signatures(dtype)}
     for name in names:
         kernel, args = leaves[name]
         if aside.have(kernel, args):
