@@ -196,6 +196,32 @@ def test_activation_kernels_agree_on_extremes(dtype, name):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_in_place_activation_gradients_equal_the_two_array_kernels(dtype, name):
+    """The fused step's gradient kernels (``BACKWARD_IN_PLACE``: dz is dy, one
+    pointer) give the same bits as ``BACKWARD``'s on separate arrays, with
+    and without the bias gradient: the same operations on each element (only
+    vectorised), and db summed over the rows in the same order.  Rows of 37:
+    vector bodies and scalar remainders both."""
+    from fastnet.kernels.numba.activations import BACKWARD, BACKWARD_IN_PLACE
+
+    kind, alpha = ACTIVATIONS.index(name), ALPHA.get(name, 0.0)
+    rng = np.random.default_rng(kind)
+    a = (rng.normal(size=(11, 37)) * 3).astype(dtype)
+    a[0, :len(EXTREMES)] = EXTREMES
+    y = R.activation_forward(kind, alpha, a, np.empty_like(a))
+    dy = rng.normal(size=a.shape).astype(dtype)
+    for with_db in (False, True):
+        dz, db = np.empty_like(a), np.full((1, a.shape[1]), np.nan, dtype)
+        BACKWARD[kind](alpha, a, y, dy, dz, db, with_db)
+        g, db_in_place = dy.copy(), np.full_like(db, np.nan)
+        BACKWARD_IN_PLACE[kind](alpha, a, y, g, g, db_in_place, with_db)
+        np.testing.assert_array_equal(g, dz, err_msg=f"{name}, with_db={with_db}")
+        np.testing.assert_array_equal(db_in_place, db, err_msg=f"{name}, with_db={with_db}")
+        assert np.all(np.isfinite(dz)) and (np.all(np.isfinite(db)) == with_db)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("batch", [1, 5, 64])
 def test_loss_kernels_agree(dtype, loss, batch):

@@ -13,6 +13,7 @@ inlining a switch with ``inline="always"`` and pruning it there cost 0.9 s per
 kernel, so the switch is written out in each kernel.)
 """
 
+import functools
 import math
 
 import numpy as np
@@ -84,10 +85,11 @@ def _make_forward(kind):
     return forward
 
 
-def _make_backward(kind):
+def _make_backward(kind, in_place=False):
     def backward(alpha, a, y, dy, dz, db, with_db):
         """dz = dy * f'(a) for (B, n) arrays (y = f(a); dz may be dy), and, when
-        ``with_db``, db = the column mean of dz in the same pass (alpha: a float)."""
+        ``with_db``, db = the column mean of dz in the same pass (alpha: a float).
+        ``in_place`` (the kernels of ``BACKWARD_IN_PLACE``): dz is dy, dy unread."""
         T = a.dtype.type
         zero, one, alpha = T(0), T(1), T(alpha)
         acc = db[0]
@@ -95,7 +97,11 @@ def _make_backward(kind):
             for j in range(acc.size):
                 acc[j] = 0
         for r in range(a.shape[0]):
-            ar, yr, dyr, g = a[r], y[r], dy[r], dz[r]
+            ar, yr, g = a[r], y[r], dz[r]
+            if in_place:  # a constant: the other branch is not compiled
+                dyr = g
+            else:
+                dyr = dy[r]
             if kind == IDENTITY:
                 for j in range(ar.size):
                     g[j] = dyr[j]
@@ -140,6 +146,8 @@ def _make_backward(kind):
             for j in range(acc.size):
                 acc[j] *= inv
 
+    if in_place:
+        backward.__name__ = backward.__qualname__ = "backward_in_place"  # an index of its own in the cache
     return backward
 
 
@@ -149,6 +157,12 @@ def _make_backward(kind):
 #: read without their flag: pass any (1, n) or larger array of the dtype).
 FORWARD = by_code(_make_forward, ACTIVATIONS, jit)
 BACKWARD = by_code(_make_backward, ACTIVATIONS, jit)
+#: ``BACKWARD``'s kernels for dz that is dy (the fused step's), each reading and writing one
+#: pointer.  Given two pointers to one array, LLVM's vectorised loop checks at run time
+#: whether they overlap, finds that they do, and runs the scalar loop instead: ReLU's
+#: gradient with db, 256 x 256 float32, 24.4 us that way, 7.8 us this way; sigmoid's 45.6
+#: and 12.2 us (Zen 4).
+BACKWARD_IN_PLACE = by_code(functools.partial(_make_backward, in_place=True), ACTIVATIONS, jit)
 
 
 def _rows(a):

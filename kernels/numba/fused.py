@@ -39,7 +39,7 @@ import math
 import numpy as np
 from numba import types
 
-from .activations import BACKWARD, FORWARD
+from .activations import BACKWARD_IN_PLACE, FORWARD
 from .aside import Aside, have
 from .blas import address as blas_address
 from .blas import axpy_address, matmul
@@ -92,7 +92,8 @@ LEAVES = Leaves(
     (FORWARD_ROWS, lambda dt: types.none(_m(dt), _m(dt), _m(dt), _m(dt))),
     (FORWARD, lambda dt: types.none(_m(dt), types.float64, _m(dt), _m(dt), types.boolean)),
     (LOSS_AND_GRAD, lambda dt: dt(_m(dt), _m(dt), _m(dt))),
-    (BACKWARD, lambda dt: types.none(types.float64, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt), types.boolean)),
+    (BACKWARD_IN_PLACE, lambda dt: types.none(types.float64, _m(dt), _m(dt), _m(dt), _m(dt), _m(dt),
+                                              types.boolean)),
     (INPUT_GRAD_SMALL, lambda dt: types.none(_m(dt), _m(dt), _m(dt))),
     # code 0: no row of x, g or w aliases; 1: some do (the table's ALIASED column)
     ((update_tiled_unaliased, update_tiled), lambda dt: types.none(_m(dt), _m(dt), _m(dt), dt, _v(dt))),
