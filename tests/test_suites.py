@@ -216,3 +216,19 @@ def test_latency_cases_run_and_the_floor_counts_each_pass():
             assert "tiles (forced)" in cases
     reads, rws = latency.weight_passes()
     assert len(reads) == len(rws) == len(latency.SIZES) - 1 and min(reads + rws) > 0
+
+
+@pytest.mark.skipif("numba" not in fn.available_backends() or shutil.which("git") is None
+                    or not os.path.isdir(os.path.join(ROOT, ".git")), reason="needs numba and a git checkout")
+def test_step_phases_patch_applies_and_counts_every_step(tmp_path):
+    """benchmarks/step_phases.patch still applies to the committed fused step, and
+    the patched step counts each of its calls (the script stops otherwise) and
+    puts cycles in every phase of a momentum step by BLAS, with 1 and 2 threads."""
+    proc = _run([sys.executable, "benchmarks/step_phases.py", "--sizes", "40-48-24-3", "--batch", "64",
+                 "--rounds", "1", "--seconds", "0.02", "--threads", "1,2"],
+                env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines() if line.split()[:1] in (["1"], ["2"])]
+    assert [row[0] for row in rows] == ["1", "2"], proc.stdout
+    for row in rows:
+        assert all(float(v) > 0 for v in row[1:]), row  # every phase, the sum, the step and the products
