@@ -160,8 +160,10 @@ BACKWARD = by_code(_make_backward, ACTIVATIONS, jit)
 #: ``BACKWARD``'s kernels for dz that is dy (the fused step's), each reading and writing one
 #: pointer.  Given two pointers to one array, LLVM's vectorised loop checks at run time
 #: whether they overlap, finds that they do, and runs the scalar loop instead: ReLU's
-#: gradient with db, 256 x 256 float32, 24.4 us that way, 7.8 us this way; sigmoid's 45.6
-#: and 12.2 us (Zen 4).
+#: gradient with db, 256 x 256 float32, 24.6 us that way, 7.3 us this way; sigmoid's 45.0
+#: and 12.4 us; the identity's 21.2 and 4.3 us (Zen 4).  A kernel of their own, not a row
+#: helper inlined into ``BACKWARD`` (``inline="always"``) and called with one pointer or two:
+#: that compiled 1 s longer in a cold fused-16 or fused-64 process.
 BACKWARD_IN_PLACE = by_code(functools.partial(_make_backward, in_place=True), ACTIVATIONS, jit)
 
 
