@@ -70,11 +70,18 @@ OPTIMIZERS = {"sgd": lambda lib: lib.SGD(1e-4), "momentum": lambda lib: lib.SGD(
               "momentum-decay": lambda lib: lib.SGD(1e-4, momentum=0.9, weight_decay=1e-4)}
 
 
-def mlp_case(sizes, batch, backend, rng, lib=fn, optimizer="sgd"):
+def mlp(sizes, backend, lib=fn, optimizer="sgd"):
+    """The MLP of ``sizes`` these benchmarks train: ReLU layers, an identity last
+    layer, softmax cross-entropy, ``OPTIMIZERS[optimizer]``, built with ``lib``
+    (fastnet, or a baseline commit's: see ``baseline.py``)."""
     layers = [lib.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
     layers += [lib.DenseLayer("relu", neurons_num=n, rng=i) for i, n in enumerate(sizes[2:-1])]
     layers.append(lib.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
-    net = lib.NeuralNetwork(layers, lib.SoftmaxCrossEntropy(), OPTIMIZERS[optimizer](lib), backend=backend)
+    return lib.NeuralNetwork(layers, lib.SoftmaxCrossEntropy(), OPTIMIZERS[optimizer](lib), backend=backend)
+
+
+def mlp_case(sizes, batch, backend, rng, lib=fn, optimizer="sgd"):
+    net = mlp(sizes, backend, lib, optimizer)
     x = rng.normal(size=(batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=batch)
     return lambda: net.train_step(x, y)

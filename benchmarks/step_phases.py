@@ -21,7 +21,7 @@ bare products (``jit_vs_numpy.blas_case``, from Python), timed in the same
 round.  ``--threads 2,1``: a set of rounds with each BLAS thread count
 (``threadpoolctl``): what the passes cost after products that two cores wrote
 against one.  The counter ticks at the TSC's rate, not the core's clock.
-The MLP is ReLU with an identity last layer, softmax cross-entropy, float32.
+The MLP is ``jit_vs_numpy.mlp``'s, float32.
 Only the products by BLAS are probed (the tiles' steps use the scratch): the
 batch must be past the tiles' batches.  One timing job at a time.
 """
@@ -36,19 +36,12 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from baseline import load_baseline  # noqa: E402
-from jit_vs_numpy import OPTIMIZERS, blas_case  # noqa: E402
+from jit_vs_numpy import OPTIMIZERS, blas_case, mlp  # noqa: E402
 
 from fastnet.info import environment  # noqa: E402
 
 PHASES = ("fwd_gemm", "fwd_epi", "loss", "bwd_epi", "bwd_gemm", "bounds", "upd_gemm", "upd_epi")
 STEPS = len(PHASES) + 1  # the patch's slot for the count of steps (after the end's slot)
-
-
-def build(mod, sizes, optimizer):
-    layers = [mod.DenseLayer("relu", sizes[0], neurons_num=sizes[1], rng=0)]
-    layers += [mod.DenseLayer("relu", neurons_num=n, rng=i + 1) for i, n in enumerate(sizes[2:-1])]
-    layers.append(mod.DenseLayer("identity", neurons_num=sizes[-1], rng=9))
-    return mod.NeuralNetwork(layers, mod.SoftmaxCrossEntropy(), OPTIMIZERS[optimizer](mod), backend="numba")
 
 
 def main():
@@ -65,7 +58,7 @@ def main():
     env = environment()
     print(f"{env['cpu']}, {env['cores']} cores; {args.rev} with step_phases.patch", flush=True)
     mod = load_baseline(args.rev, Path(__file__).resolve().parent / "step_phases.patch")
-    net = build(mod, sizes, args.optimizer)
+    net = mlp(sizes, "numba", mod, args.optimizer)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, sizes[0])).astype(np.float32)
     y = rng.integers(0, sizes[-1], size=args.batch)
