@@ -14,7 +14,9 @@ step spends in each part:
 * ``loss``: the loss and its gradient;
 * ``bwd_epi``, ``bwd_gemm``: activation gradient and bias gradient; dz @ w.T;
 * ``bounds``: the scans of each layer's input and gradient and the update bounds;
-* ``upd_gemm``, ``upd_epi``: the weight-gradient products; the updates after them.
+* ``upd_gemm``, ``upd_epi``: the weight-gradient products; the updates after them;
+* ``rest``: from the last mark to the end (the bounds' copy; and where the patch
+  marks no update, plain SGD with weight decay, that update's product and passes).
 
 Then the step's time (``train_step``, so with its Python) and the same-shaped
 bare products (``jit_vs_numpy.blas_case``, from Python), timed in the same
@@ -40,8 +42,8 @@ from jit_vs_numpy import OPTIMIZERS, blas_case, mlp  # noqa: E402
 
 from fastnet.info import environment  # noqa: E402
 
-PHASES = ("fwd_gemm", "fwd_epi", "loss", "bwd_epi", "bwd_gemm", "bounds", "upd_gemm", "upd_epi")
-STEPS = len(PHASES) + 1  # the patch's slot for the count of steps (after the end's slot)
+PHASES = ("fwd_gemm", "fwd_epi", "loss", "bwd_epi", "bwd_gemm", "bounds", "upd_gemm", "upd_epi", "rest")
+STEPS = len(PHASES)  # the patch's slot for the count of steps, after the phases'
 
 
 def main():
